@@ -1,0 +1,13 @@
+.PHONY: setup test demo lint
+
+setup:
+	bash scripts/setup.sh
+
+test: setup
+	.venv/bin/python -m pytest tests
+
+lint: setup
+	.venv/bin/ruff check flatkit tests benchmarks examples
+
+demo: setup
+	bash examples/quickstart.sh

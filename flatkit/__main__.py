@@ -1,0 +1,3 @@
+from flatkit.cli import main
+
+main()

@@ -1,0 +1,106 @@
+"""The ``flatkit`` command line: a thin click layer over the Python API (DESIGN.md, "Interface").
+
+Each subcommand lives in ``flatkit/commands/<name>.py`` and exposes a click command named ``command``; this module
+only lists them (one explicit registry) and turns flatkit's exceptions into one line and an exit code:
+0 success, 1 failure while running, 2 bad usage or bad input.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from flatkit import __version__
+from flatkit.errors import FlatkitError
+
+# name -> (one-line help, issue that builds it)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("Train a DDPM (plain, SAM/ASAM, EMA, SWA, input perturbation).", "the trainer issue"),
+    "info": ("Describe a checkpoint: architecture, parameters, weights, diffusion, data, step.", "the foundation issue"),
+    "sample": ("Draw samples (DDPM / DDIM, respaced steps) from a checkpoint.", "the robustness issue"),
+    "hessian": ("Hessian top eigenvalues, trace and spectral density of the diffusion loss.", "the curvature issue"),
+    "sharpness": ("Keskar / L2 / average / adaptive sharpness.", "the landscape issue"),
+    "perturb": ("Loss under random and worst-case weight perturbation.", "the landscape issue"),
+    "landscape": ("1-D / 2-D loss-landscape slices with figures.", "the landscape issue"),
+    "prior": ("Robustness to a perturbed noise prior.", "the robustness issue"),
+    "exposure": ("Exposure bias: the norm of predicted noise along the sampling chain.", "the robustness issue"),
+    "quantize": ("Weight quantization: loss change, sample drift, distribution distance.", "the robustness issue"),
+    "fid": ("FID / KID of samples against a reference, with a user-supplied detector.", "the robustness issue"),
+    "figures": ("Rebuild the paper's figures and tables from result files.", "the demo issue"),
+    "demo": ("Train small models and write a flatness report (the paper in a box).", "the demo issue"),
+}
+
+
+def _not_landed(name: str, issue: str) -> click.Command:
+    @click.command(name=name, help=COMMANDS[name][0] + " (not available yet)",
+                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                     "help_option_names": []})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def stub(args: tuple) -> None:
+        click.echo(f"flatkit {name}: not available yet ({issue} has not landed)", err=True)
+        sys.exit(1)
+
+    return stub
+
+
+class FlatkitGroup(click.Group):
+    """Lazy subcommands, and one clear line instead of a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        modname = f"flatkit.commands.{name}"
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as e:
+            if e.name == modname:
+                return _not_landed(name, COMMANDS[name][1])
+            raise
+        cmd = mod.command
+        if cmd.help is None:
+            cmd.help = COMMANDS[name][0]
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, help_) for name, (help_, _) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context):
+        debug = bool(ctx.params.get("debug"))
+        try:
+            return super().invoke(ctx)
+        except FlatkitError as e:
+            if debug:
+                raise
+            name = ctx.invoked_subcommand or "flatkit"
+            click.echo(f"flatkit {name}: error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("flatkit: interrupted (progress so far is saved where the command supports resuming)",
+                       err=True)
+            ctx.exit(130)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as e:  # noqa: BLE001 - an unexpected failure still gets one line
+            if debug:
+                raise
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            click.echo(f"flatkit: error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=FlatkitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="flatkit")
+@click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
+def main(debug: bool) -> None:
+    """flatkit: measure how flat a diffusion model's loss surface is, and what that flatness buys."""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up a virtual environment in .venv with flatkit and its dev tools (idempotent).
+# Installs the CPU build of torch 2.13.0 first so pip never pulls several GB of CUDA packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".[dev]"
