@@ -120,7 +120,7 @@ def load(
     unpickle of a file that ``weights_only=True`` refuses (only for files you trust).
     """
     from flatkit.diffusion import create_diffusion, diffusion_config_from_adm_flags
-    from flatkit.models.adm_flags import infer_model_config
+    from flatkit.models.adm_flags import infer_adm_config
     from flatkit.models.presets import build_model
 
     p = Path(path)
@@ -169,16 +169,17 @@ def load(
             )
         sd = strip_prefixes(sd)
         flags = _read_flags(adm_flags) or {}
-        mcfg = infer_model_config(sd, flags)
-        assumed = list(getattr(mcfg, "_assumed", []) or [])
+        inferred = infer_adm_config(sd, flags, source=spath)
+        mcfg = inferred.config
+        assumed = [f"{k}={v}" for k, v in inferred.assumed.items()]
         dflags = dict(flags)
         dflags.setdefault("learn_sigma", mcfg.learn_sigma)
         if bool(dflags["learn_sigma"]) != mcfg.learn_sigma:
             raise UsageError("--adm-flags learn_sigma: contradicts the state dict's output channels")
         dcfg = diffusion_config_from_adm_flags(dflags)
-        for flag in ("diffusion_steps", "noise_schedule"):
+        for flag, default in (("diffusion_steps", dcfg.diffusion_steps), ("noise_schedule", dcfg.noise_schedule)):
             if flag not in flags:
-                assumed.append(flag)
+                assumed.append(f"{flag}={default}")
         rc = RunConfig(model=mcfg, diffusion=dcfg, data=flags.get("data"), source="adm")
         name, available, step = "raw", ["raw"], None
 
