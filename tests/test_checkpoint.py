@@ -84,3 +84,18 @@ def test_plain_pickle_is_refused_without_trust(tmp_path):
     # an old-style pickle that is not a torch zip file: one line, naming the file
     with pytest.raises(UsageError, match="plain.pkl"):
         read_pt(p)
+
+
+class Harmless:
+    """A custom class: weights_only=True refuses it, trust=True unpickles it."""
+
+    def __init__(self, v):
+        self.v = v
+
+
+def test_trust_option_allows_full_unpickle(tmp_path):
+    p = tmp_path / "custom.pt"
+    torch.save({"obj": Harmless(3), "w": torch.ones(2)}, p)
+    with pytest.raises(UsageError, match="refusing to load"):
+        read_pt(p)
+    assert read_pt(p, trust=True)["obj"].v == 3
