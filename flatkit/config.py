@@ -34,6 +34,10 @@ class ModelConfig:
     dropout: float = 0.0
     learn_sigma: bool = False
     num_classes: int | None = None
+    # Initialisation of the final output conv: "zero" as ADM, or "normal" N(0, 0.02^2). Zero makes the first
+    # gradient live in the output layer alone, so SAM's first ascent step (rho g/||g||) lands entirely there;
+    # on a small model with a diffusion-sized rho (0.5) training then stalls at "predict zero".
+    out_init: str = "zero"
     # --- MLP denoiser ---
     data_dim: int = 2
     hidden: int = 128

@@ -13,6 +13,9 @@ Presets:
 - ``tiny``: a 16x16 ADM UNet (32 channels, channel_mult "1,1", one res block per level, attention at 8x8
   with 16-channel heads, eps-MSE with a 1000-step linear schedule, no learned sigma; 318,691 parameters)
   that trains on a 2-core CPU in minutes; it also runs on 32x32 images unchanged (the UNet is convolutional).
+  Its final conv starts from N(0, 0.02^2), not zero as ADM's: with zero, the first gradient lives in the
+  output layer only and SAM at a diffusion-sized rho (0.5) stalls at "predict zero" on a model this small
+  (measured: loss 0.94 after 150 steps vs 0.12 with the normal init, lr 1e-3).
 - ``mlp``: the residual MLP denoiser for 2-D point data with a 1000-step linear schedule.
 """
 
@@ -30,9 +33,21 @@ from flatkit.models.mlp import MLPDenoiser
 from flatkit.models.unet import UNetModel
 
 
+#: Standard deviation of the output conv's initialisation when ``out_init == "normal"``.
+OUT_INIT_STD = 0.02
+
+
 def build_adm_unet(cfg: ModelConfig) -> UNetModel:
-    """The ADM :class:`UNetModel` of an ``adm_unet`` config."""
-    return UNetModel(**unet_kwargs(cfg))
+    """The ADM :class:`UNetModel` of an ``adm_unet`` config (final conv zero-initialised unless ``out_init``
+    says ``normal``)."""
+    model = UNetModel(**unet_kwargs(cfg))
+    out_init = getattr(cfg, "out_init", "zero")
+    if out_init == "normal":
+        with torch.no_grad():
+            model.out[-1].weight.normal_(0.0, OUT_INIT_STD)
+    elif out_init != "zero":
+        raise UsageError(f"out_init: unknown initialisation {out_init!r} (zero, normal)")
+    return model
 
 
 def build_mlp(cfg: ModelConfig) -> MLPDenoiser:
@@ -98,7 +113,7 @@ TINY_MODEL = ModelConfig(
     arch="adm_unet", image_size=16, in_channels=3, num_channels=32, num_res_blocks=1, channel_mult="1,1",
     attention_resolutions="8", num_heads=4, num_head_channels=16, num_heads_upsample=-1,
     use_scale_shift_norm=True, resblock_updown=False, use_new_attention_order=True, dropout=0.0,
-    learn_sigma=False,
+    learn_sigma=False, out_init="normal",
 )
 
 MLP_MODEL = ModelConfig(arch="mlp", data_dim=2, hidden=128, depth=3, learn_sigma=False)
@@ -110,6 +125,11 @@ PRESETS: dict[str, tuple[ModelConfig, DiffusionConfig]] = {
     "tiny": (TINY_MODEL, DiffusionConfig(diffusion_steps=1000, noise_schedule="linear")),
     "mlp": (MLP_MODEL, DiffusionConfig(diffusion_steps=1000, noise_schedule="linear")),
 }
+
+
+#: Default AdamW learning rate per preset: ADM's 1e-4 for the paper's models; 1e-3 for the small CPU models,
+#: which at 1e-4 are still far from fitted after the few hundred steps a CPU run affords.
+PRESET_LR: dict[str, float] = {"cifar10": 1e-4, "lsun64": 1e-4, "ffhq64": 1e-4, "tiny": 1e-3, "mlp": 1e-3}
 
 
 def preset_names() -> list[str]:

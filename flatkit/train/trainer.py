@@ -67,7 +67,7 @@ class TrainConfig:
     dropout: float | None = None  # None: the preset's
     steps: int = 1000  # total optimizer steps (a resume continues up to this)
     batch_size: int = 32
-    lr: float = 1e-4  # AdamW (ADM default)
+    lr: float | None = None  # AdamW; None: the preset's (ADM presets 1e-4, tiny / mlp 1e-3)
     weight_decay: float = 0.0
     warmup: int = 0  # linear lr warm-up steps
     grad_clip: float = 0.0  # max global grad norm (0: off); on the second-pass gradient with SAM
@@ -106,6 +106,14 @@ def _positive(name: str, value, allow_zero: bool = False) -> None:
 def validate_config(cfg: TrainConfig) -> TrainConfig:
     """Check every field; returns a copy with the data spec normalised (absolute paths). Raises UsageError."""
     cfg = dataclasses.replace(cfg, ema=[float(r) for r in cfg.ema])
+    if cfg.lr is None:
+        from flatkit.data import spec_kind
+        from flatkit.models.presets import PRESET_LR
+
+        preset = cfg.preset
+        if preset == "auto":
+            preset = "mlp" if spec_kind(cfg.data) == "points" else "tiny"
+        cfg = dataclasses.replace(cfg, lr=PRESET_LR.get(preset, 1e-4))
     for name in ("steps", "batch_size", "save_every", "log_every", "swa_every", "sample_steps"):
         _positive(name.replace("_", "-"), getattr(cfg, name))
     for name in ("lr",):

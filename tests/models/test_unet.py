@@ -69,7 +69,13 @@ def test_timestep_embedding_matches_closed_form():
 
 
 def test_zero_initialised_output_and_residual_branches():
-    model = build_model(get_preset("tiny")[0])
+    cfg = get_preset("tiny")[0]
+    model = build_model(cfg)
+    # tiny starts its final conv from N(0, 0.02^2) (see presets.py); every other zero-init is ADM's
+    assert cfg.out_init == "normal"
+    assert 0.015 < float(model.out[2].weight.std()) < 0.025
+    cfg.out_init = "zero"
+    model = build_model(cfg)
     assert torch.count_nonzero(model.out[2].weight) == 0
     assert torch.count_nonzero(model.input_blocks[1][0].out_layers[3].weight) == 0
     assert torch.count_nonzero(model.middle_block[1].proj_out.weight) == 0

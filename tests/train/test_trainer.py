@@ -105,7 +105,7 @@ def test_resume_from_off_grid_step_drops_partial_line(tmp_path):
 def test_resume_refuses_changed_config(tmp_path):
     train(dataclasses.replace(POINTS, steps=2), tmp_path / "r", progress=False)
     before = (tmp_path / "r" / "ckpt.pt").read_bytes()
-    with pytest.raises(UsageError, match=r"lr: 0.0001 -> 0.0002"):
+    with pytest.raises(UsageError, match=r"lr: 0.001 -> 0.0002"):
         train(dataclasses.replace(POINTS, lr=2e-4), tmp_path / "r", resume=True, progress=False)
     with pytest.raises(UsageError, match="already at step 2"):
         train(dataclasses.replace(POINTS, steps=1), tmp_path / "r", resume=True, progress=False)
