@@ -318,9 +318,9 @@ def _preset_help() -> str:
     "--sample-steps",
     metavar="N",
     type=Number(int, 1),
-    default=50,
+    default=100,
     show_default=True,
-    help="DDIM steps for those samples.",
+    help="Respaced ancestral DDPM steps for those samples.",
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out up to --steps.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
@@ -411,5 +411,5 @@ def command(
         click.echo(f"wrote {out_dir / name}")
     if sample_count > 0 and (out_dir / "samples.png").exists():
         click.echo(
-            f"wrote {out_dir / 'samples.png'} ({sample_count} DDIM-{sample_steps} samples per weight set)"
+            f"wrote {out_dir / 'samples.png'} ({sample_count} DDPM-{sample_steps} samples per weight set)"
         )

@@ -1,7 +1,7 @@
 """After training: a picture of what the model learned (``DIR/samples.png``).
 
 One panel per weight set of the run (raw, each EMA rate, SWA), all from the same x_T, so the arms of one run
-can be compared at a glance.  Images: an 8-column grid of DDIM samples (eta = 0, ``steps`` respaced steps)
+can be compared at a glance.  Images: an 8-column grid of ancestral DDPM samples (``steps`` respaced steps)
 in [-1, 1] mapped to uint8.  2-D points: a scatter plot of samples over the training data.
 """
 
@@ -127,14 +127,18 @@ def draw_samples(
     seed: int,
     device: torch.device,
 ) -> torch.Tensor:
-    """``n`` DDIM samples (eta 0, ``steps`` respaced steps) from x_T drawn with ``seed``; model unchanged."""
-    from flatkit.diffusion import create_diffusion, ddim_sample
+    """``n`` ancestral DDPM samples (``steps`` uniformly respaced steps) drawn with ``seed``; model unchanged.
+
+    Ancestral sampling rather than DDIM: on the short CPU runs the preview is for, deterministic DDIM
+    overshoots into saturated colours and leaves grain that the ancestral noise washes out.
+    """
+    from flatkit.diffusion import create_diffusion, ddpm_sample
 
     steps = max(1, min(int(steps), int(diffusion_cfg.diffusion_steps)))
     diffusion = create_diffusion(diffusion_cfg, timestep_respacing=str(steps))
     g = torch.Generator().manual_seed(int(seed))
     x_T = torch.randn((n, *sample_shape), generator=g).to(device)
-    return ddim_sample(diffusion, model, x_T, generator=None, eta=0.0, clip_denoised=(kind == "image"))
+    return ddpm_sample(diffusion, model, x_T, generator=g, clip_denoised=(kind == "image"))
 
 
 @torch.no_grad()
@@ -151,17 +155,11 @@ def write_samples(
     title: str,
     data: torch.Tensor | None = None,
 ) -> None:
-    """Draw ``n`` DDIM samples (``steps`` respaced steps, eta 0) from ``model`` and save a grid / scatter.
+    """Draw ``n`` samples (see :func:`draw_samples`) from ``model`` and save a grid / scatter.
 
     ``model`` must be a module in eval mode holding the chosen weights (it is not modified).
     """
-    from flatkit.diffusion import create_diffusion, ddim_sample
-
-    steps = max(1, min(int(steps), int(diffusion_cfg.diffusion_steps)))
-    diffusion = create_diffusion(diffusion_cfg, timestep_respacing=str(steps))
-    g = torch.Generator().manual_seed(int(seed))
-    x_T = torch.randn((n, *sample_shape), generator=g).to(device)
-    x0 = ddim_sample(diffusion, model, x_T, generator=None, eta=0.0, clip_denoised=(kind == "image"))
+    x0 = draw_samples(model, diffusion_cfg, sample_shape, kind, n, steps, seed, device)
     if kind == "image":
         save_image_grid(x0, path, upscale=max(1, 128 // sample_shape[-1]))
     else:

@@ -89,7 +89,7 @@ class TrainConfig:
     keep_checkpoints: bool = False  # also keep DIR/ckpt_<step>.pt
     log_every: int = 50
     sample_count: int = 64  # samples drawn into DIR/samples.png after training (0: none)
-    sample_steps: int = 50  # DDIM steps for those samples
+    sample_steps: int = 100  # ancestral DDPM steps (respaced) for those samples
 
 
 # ----------------------------------------------------------------------------------------------- validation
