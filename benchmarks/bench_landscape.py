@@ -1,0 +1,150 @@
+"""Benchmark: the same 2-D landscape grid with flatkit (vmap and sequential) and with loss-landscapes.
+
+Same model, same frozen evaluation bank, same two filter-normalised Gaussian directions (flatkit's), so the
+grids must agree. loss-landscapes' ``planar_interpolation`` walks the grid with in-place ``add_`` / ``sub_``
+(its points drift in floating point) and, on odd rows, one step behind the even rows (its boustrophedon walk
+adds before evaluating on even rows and subtracts before evaluating on odd rows); the comparison maps each of
+its values to the grid point it was really evaluated at.
+
+Run:  python benchmarks/bench_landscape.py [--ckpt CKPT] [--device cuda] [--points 11] [--n-eval 64]
+Prints the timings, the speed-up ratios and the largest grid differences; ``--json FILE`` writes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+
+
+def build_objective(ckpt: str | None, n_eval: int, batch_size: int, device: str):
+    import flatkit
+    from flatkit.objective import Objective
+
+    if ckpt is None:  # a random tiny ADM UNet, every weight moved off its (partly zero) init
+        import tempfile
+
+        from flatkit.checkpoint import make_checkpoint, save_checkpoint
+        from flatkit.config import RunConfig
+        from flatkit.models.presets import build_model, get_preset
+
+        cfg_m, cfg_d = get_preset("tiny")
+        model = build_model(cfg_m)
+        g = torch.Generator().manual_seed(0)
+        sd = {k: v + 0.02 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+              for k, v in model.state_dict().items()}
+        ckpt = tempfile.mkdtemp() + "/tiny.pt"
+        save_checkpoint(make_checkpoint(RunConfig(model=cfg_m, diffusion=cfg_d, data="builtin:shapes16"),
+                                        {"raw": sd}), ckpt)
+    run = flatkit.load(ckpt, device=device)
+    return run, Objective(run, n=n_eval, seed=0, batch_size=batch_size)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ckpt", default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--points", type=int, default=11)
+    ap.add_argument("--n-eval", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-points", default="4,8,16")
+    ap.add_argument("--span", type=float, default=1.0)
+    ap.add_argument("--skip-ll", action="store_true", help="skip loss-landscapes")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+
+    from flatkit.directions import random_directions
+    from flatkit.landscape import landscape
+
+    run, obj = build_objective(args.ckpt, args.n_eval, args.batch_size, args.device)
+    theta = obj.params
+    d1, d2 = random_directions(theta, 2, seed=0, norm="filter", bias="zero")
+    P, R = args.points, args.span
+    out: dict = {"device": args.device, "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda")
+                 else platform.processor() or "cpu", "torch": torch.__version__, "threads": torch.get_num_threads(),
+                 "points": P, "n_eval": args.n_eval, "batch_size": args.batch_size,
+                 "num_params": obj.num_params, "timings_s": {}}
+
+    def timed(name, fn):
+        fn_warm = fn  # one warm-up call on a 3-point grid is done by the caller
+        sync(args.device)
+        t0 = time.perf_counter()
+        res = fn_warm()
+        sync(args.device)
+        out["timings_s"][name] = time.perf_counter() - t0
+        print(f"{name:28s} {out['timings_s'][name]:8.2f} s", flush=True)
+        return res
+
+    landscape(obj, dims=2, points=3, span=R, directions=[d1, d2], mode="sequential", check=False)  # warm-up
+    seq = timed("flatkit sequential", lambda: landscape(obj, dims=2, points=P, span=R, directions=[d1, d2],
+                                                         mode="sequential", check=False))
+    grids = {"sequential": seq.values[0]}
+    for bp in [int(b) for b in args.batch_points.split(",")]:
+        landscape(obj, dims=2, points=3, span=R, directions=[d1, d2], mode="vmap", batch_points=bp, check=False)
+        r = timed(f"flatkit vmap (B={bp})", lambda bp=bp: landscape(
+            obj, dims=2, points=P, span=R, directions=[d1, d2], mode="vmap", batch_points=bp, check=False))
+        grids[f"vmap{bp}"] = r.values[0]
+    auto = timed("flatkit auto", lambda: landscape(obj, dims=2, points=P, span=R, directions=[d1, d2],
+                                                    mode="auto", check=False))
+    out["auto_choice"] = {"mode": auto.mode, "calibration": auto.timing}
+    out["max_abs_diff"] = {k: float(np.max(np.abs(v - grids["sequential"]))) for k, v in grids.items()}
+
+    if not args.skip_ll:
+        import loss_landscapes
+        from loss_landscapes.metrics import Metric
+
+        class ObjectiveLoss(Metric):
+            """The flatkit objective at the wrapped module's current parameters (same bank)."""
+
+            def __call__(self, model_wrapper):
+                m = model_wrapper.modules[0]
+                return float(obj.loss({k: v.detach() for k, v in m.named_parameters()}))
+
+        a = seq.coords_a
+        u = {k: (a[1] - a[0]) * d1[k] for k in theta}
+        v = {k: (a[1] - a[0]) * d2[k] for k in theta}
+        corner = {k: theta[k] + a[0] * d1[k] + a[0] * d2[k] - v[k] for k in theta}
+
+        def module_at(p):
+            m = copy.deepcopy(run.model).eval()
+            with torch.no_grad():
+                for k, t in m.named_parameters():
+                    t.copy_(p[k])
+            return m
+
+        m0 = module_at(corner)
+        m1 = module_at({k: corner[k] + P * u[k] for k in theta})
+        m2 = module_at({k: corner[k] + P * v[k] for k in theta})
+        ll = timed("loss-landscapes", lambda: loss_landscapes.planar_interpolation(
+            m0, m1, m2, ObjectiveLoss(), steps=P, deepcopy_model=True))
+        ref = grids["sequential"]
+        even = np.abs(ll[0::2] - ref[0::2]).max()
+        odd = np.abs(ll[1::2, 1:] - ref[1::2, :-1]).max() if P > 1 else 0.0
+        out["max_abs_diff"]["loss-landscapes"] = float(max(even, odd))
+        out["loss_landscapes_note"] = "odd rows evaluated one step behind (mapped before comparing)"
+    t = out["timings_s"]
+    best_vmap = min(v for k, v in t.items() if k.startswith("flatkit vmap"))
+    out["ratios"] = {"sequential / best vmap": t["flatkit sequential"] / best_vmap}
+    if "loss-landscapes" in t:
+        out["ratios"]["loss-landscapes / flatkit sequential"] = t["loss-landscapes"] / t["flatkit sequential"]
+        out["ratios"]["loss-landscapes / flatkit auto"] = t["loss-landscapes"] / t["flatkit auto"]
+        out["ratios"]["loss-landscapes / best vmap"] = t["loss-landscapes"] / best_vmap
+    print(json.dumps({"ratios": out["ratios"], "max_abs_diff": out["max_abs_diff"], "auto": out["auto_choice"]},
+                     indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

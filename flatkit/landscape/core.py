@@ -1,0 +1,321 @@
+"""``landscape(obj, ...)``: the loss on a 1-D or 2-D slice ``L(θ + a·d1 + b·d2)`` (Li et al. 2018, Sec. 4).
+
+The grid is computed in blocks of grid points; after each block the partial result (values with NaN where not
+computed yet, and a ``done`` mask) is written to the output folder, so a killed run resumes where it stopped.
+Blocks have fixed boundaries and each block is computed by the same path whatever happened before, so a resumed
+grid equals an uninterrupted one bit for bit. The configuration hash covers every input (grid, direction kind,
+the directions' and parameters' bytes, the evaluation banks); a resume with another hash is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from flatkit.config import config_hash
+from flatkit.directions import (
+    ParamDict,
+    Plane,
+    direction_fingerprint,
+    eigen_directions,
+    gaussian_like,
+    interpolation_direction,
+    normalize_direction,
+    plane_directions,
+    random_direction,
+)
+from flatkit.errors import UsageError
+from flatkit.landscape.evaluate import (
+    calibrate,
+    check_mode,
+    losses_sequential,
+    losses_vmap,
+)
+from flatkit.landscape.grid import axis, grid_coefficients, parse_span
+from flatkit.results import Result
+
+DIRECTION_KINDS = ("random", "eigen", "interp", "pca", "given")
+
+
+@dataclass
+class LandscapeResult(Result):
+    """A 1-D / 2-D loss slice for one or several models (``values[m]`` is model m's grid).
+
+    ``values`` has shape (M, P) for 1-D and (M, P, Q) for 2-D, ``values[m, i, j] = L_m(θ_m + a_i d1 + b_j d2)``;
+    NaN where ``done`` is False (not computed yet) and where the loss itself was not finite (``done`` True).
+    """
+
+    name = "landscape"
+    dims: int = 2
+    points: int = 0
+    coords_a: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    coords_b: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    values: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    done: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    labels: list = field(default_factory=list)
+    loss_centre: list = field(default_factory=list)  # L_m(θ_m) at (0, 0), from the grid
+    directions: str = "random"
+    norm: str = "filter"
+    bias: str = "zero"
+    seed: int = 0
+    span: list = field(default_factory=list)  # [lo, hi]
+    marks: list = field(default_factory=list)  # [[label, a, b?], ...]: the checkpoints on an interp line/plane
+    eigenvalues: list = field(default_factory=list)  # per model, for eigen directions
+    explained_variance: list = field(default_factory=list)  # PCA directions: variance ratio of each
+    direction_norms: list = field(default_factory=list)  # per model [‖d1‖, ‖d2‖], and ‖θ‖ below
+    param_norms: list = field(default_factory=list)
+    mode: str = "sequential"
+    batch_points: int = 1
+    timing: dict = field(default_factory=dict)
+    config_hash: str = ""
+    complete: bool = False
+    n_evaluations: int = 0
+    wall_time_s: float = 0.0
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def coords(self) -> tuple[np.ndarray, ...]:
+        return (self.coords_a,) if self.dims == 1 else (self.coords_a, self.coords_b)
+
+
+def read_result(cls: type, directory: str | Path, name: str | None = None) -> Any:
+    """A result dataclass back from ``<name>.json`` + ``<name>.npz`` in a folder (plots read only these)."""
+    name = name or cls.name
+    d = Path(directory)
+    jpath, npath = d / f"{name}.json", d / f"{name}.npz"
+    if not jpath.is_file():
+        raise UsageError(f"{directory}: no {name}.json in this folder")
+    try:
+        js = json.loads(jpath.read_text())
+        arrs: dict[str, np.ndarray] = {}
+        if npath.is_file():
+            with np.load(npath) as z:
+                arrs = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{jpath}: unreadable result ({e})") from None
+    kw: dict[str, Any] = {}
+    for f in cls.__dataclass_fields__:
+        if f in arrs:
+            kw[f] = arrs[f]
+        elif f in js and not (isinstance(js[f], dict) and "npz" in js[f]):
+            kw[f] = js[f]
+    try:
+        return cls(**kw)
+    except TypeError as e:
+        raise UsageError(f"{jpath}: not a {name} result ({e})") from None
+
+
+def load_landscape(directory: str | Path) -> LandscapeResult:
+    """Read ``landscape.json`` + ``landscape.npz`` from a folder (what ``--replot`` and ``--resume`` use)."""
+    if not (Path(directory) / "landscape.npz").is_file():
+        raise UsageError(f"{directory}: no landscape.json / landscape.npz in this folder")
+    res = read_result(LandscapeResult, directory)
+    res.values = np.asarray(res.values, dtype=np.float64)
+    res.done = np.asarray(res.done, dtype=bool)
+    res.coords_a = np.asarray(res.coords_a, dtype=np.float64)
+    res.coords_b = np.asarray(res.coords_b, dtype=np.float64)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _theta(obj: Any) -> ParamDict:
+    return {k: v.detach() for k, v in obj.params.items()}
+
+
+def _resolve_directions(objs: Sequence[Any], dims: int, directions: Any, norm: str, bias: str, seed: int,
+                        ) -> tuple[str, list[list[ParamDict]], list[list[float]], list, list[Any]]:
+    """Per model: its direction list; plus eigenvalues, marks, and the objectives whose grids are computed."""
+    thetas = [_theta(o) for o in objs]
+    g = torch.Generator(device="cpu")
+    g.manual_seed(int(seed))
+    if directions is None or directions == "random":
+        # one Gaussian draw, normalised to each model's own weights (Li et al. 2018: comparable across models)
+        raw = [gaussian_like(thetas[0], g) for _ in range(dims)]
+        per = [[normalize_direction({k: r[k].to(th[k].device) for k in r}, th, norm=norm, bias=bias)
+                for r in raw] for th in thetas]
+        return "random", per, [], [], list(objs)
+    if directions == "eigen":
+        per, eig = [], []
+        for o in objs:
+            vecs, lam = eigen_directions(o, k=dims, seed=seed)
+            per.append(vecs)
+            eig.append([float(x) for x in lam])
+        return "eigen", per, eig, [], list(objs)
+    if directions == "interp":
+        if len(objs) < 2:
+            raise UsageError("--directions interp: needs a second checkpoint (--compare CKPT2 [CKPT3])")
+        if len(objs) > 3:
+            raise UsageError("--directions interp: takes two checkpoints (a line) or three (a plane)")
+        if len(objs) == 3:
+            if dims != 2:
+                raise UsageError("--dims: the plane through three checkpoints needs --dims 2")
+            plane = plane_directions(*thetas)
+        else:
+            plane = interpolation_direction(thetas[0], thetas[1])
+            if dims == 2:  # the line and a random filter-normalised second direction
+                d2 = random_direction(thetas[0], g, norm=norm if norm != "none" else "filter", bias=bias)
+                plane = Plane(plane.directions + [d2], np.array([[0.0, 0.0], [1.0, 0.0]]))
+        marks = [[f"ckpt{i}", *map(float, row)] for i, row in enumerate(plane.points)]
+        return "interp", [plane.directions], [], marks, [objs[0]]
+    if isinstance(directions, Plane):
+        dirs = directions.directions
+        names = directions.names or [f"point{i}" for i in range(len(directions.points))]
+        marks = [[names[i], *map(float, row)] for i, row in enumerate(directions.points)]
+    else:
+        dirs, marks = list(directions), []
+    if len(dirs) != dims:
+        raise UsageError(f"--directions: {len(dirs)} direction(s) given for --dims {dims}")
+    for d in dirs:
+        from flatkit.directions import check_compatible
+
+        check_compatible(thetas[0], d, "--directions")
+    return "given", [[{k: v.to(device=thetas[0][k].device, dtype=thetas[0][k].dtype) for k, v in d.items()}
+                      for d in dirs]], [], marks, [objs[0]]
+
+
+def _objective_config(o: Any) -> Any:
+    cfg = getattr(o, "config", None)
+    return cfg.to_dict() if hasattr(cfg, "to_dict") else cfg
+
+
+def landscape(obj: Any, dims: int = 2, points: int = 21, span: float | Sequence[float] | str | None = None,
+              directions: Any = None, norm: str = "filter", bias: str = "zero", seed: int = 0,
+              compare: Sequence[Any] = (), labels: Sequence[str] | None = None, mode: str = "auto",
+              batch_points: int | None = None, out: str | Path | None = None, resume: bool = False,
+              progress: Callable[[int, int], None] | None = None, check: bool = True) -> LandscapeResult:
+    """The loss on a grid ``θ + a·d1 (+ b·d2)``, a, b over ``span``, for ``obj`` and each objective in ``compare``.
+
+    ``directions``: None / "random" (Gaussian, normalised per model by ``norm`` / ``bias``), "eigen" (each
+    model's top Hessian eigenvectors, unit norm), "interp" (the line from ``obj`` to ``compare[0]``, or the plane
+    through ``obj``, ``compare[0]``, ``compare[1]``; one grid), a list of parameter dicts or a
+    :class:`~flatkit.directions.Plane` (used as given). ``span``: R for [−R, R] (default 1) or (lo, hi)
+    (default (−0.5, 1.5) for "interp"). ``mode``: "vmap" (``batch_points`` grid points per forward),
+    "sequential", or "auto" (time both on one block and keep the faster). ``out``: folder where the partial
+    result is written after every block; ``resume=True`` continues the partial result found there (refused
+    when its configuration hash differs). ``check``: first verify that two evaluations of each objective
+    agree bit for bit.
+    """
+    t_start = time.perf_counter()
+    if dims not in (1, 2):
+        raise UsageError(f"--dims {dims}: must be 1 or 2")
+    check_mode(mode)
+    if isinstance(directions, str) and directions not in DIRECTION_KINDS:
+        raise UsageError(f"--directions: {directions!r} is not one of random, eigen, interp")
+    if span is None:
+        span = (-0.5, 1.5) if directions == "interp" else 1.0
+    lo, hi = parse_span(span)
+    ax = axis(lo, hi, points)
+    axes = [ax] * dims
+    coeffs = grid_coefficients(axes)
+    objs = [obj, *compare]
+    if check:
+        for o in objs:
+            if hasattr(o, "check_determinism"):
+                o.check_determinism()
+    kind, per_dirs, eigvals, marks, grid_objs = _resolve_directions(objs, dims, directions, norm, bias, seed)
+    M = len(grid_objs)
+    labels = list(labels) if labels is not None else [f"model{m}" for m in range(len(objs))]
+    if len(labels) < M:
+        raise UsageError(f"labels: {len(labels)} given for {M} models")
+    if kind == "interp":  # one grid through the checkpoints; the marks carry their labels
+        marks = [[labels[i], *mk[1:]] for i, mk in enumerate(marks)]
+        labels = [" → ".join(labels[:len(objs)])]
+    labels = labels[:M]
+    thetas = [_theta(o) for o in grid_objs]
+    for d_list in per_dirs:
+        for d in d_list:
+            for k, v in d.items():
+                if v.shape != thetas[0][k].shape:
+                    raise UsageError(f"--directions: parameter {k} has the wrong shape")
+
+    dev = next(iter(thetas[0].values())).device
+    if batch_points is None:
+        batch_points = 32 if dev.type == "cuda" else 8
+    if batch_points < 1:
+        raise UsageError(f"--batch-points {batch_points}: must be at least 1")
+
+    cfg = {
+        "dims": dims, "points": int(points), "span": [lo, hi], "directions": kind, "norm": norm, "bias": bias,
+        "seed": int(seed), "batch_points": int(batch_points),
+        "objectives": [_objective_config(o) for o in grid_objs],
+        "fingerprint": direction_fingerprint(thetas + [d for dl in per_dirs for d in dl]),
+    }
+    chash = config_hash(cfg)
+    shape = (M,) + (len(ax),) * dims
+    values = np.full(shape, np.nan, dtype=np.float64)
+    done = np.zeros(shape, dtype=bool)
+    timing: dict = {}
+    outdir = Path(out) if out is not None else None
+    if resume:
+        if outdir is None:
+            raise UsageError("--resume: needs the folder of the interrupted run (--out DIR)")
+        if (outdir / "landscape.json").is_file():
+            prev = load_landscape(outdir)
+            if prev.config_hash != chash:
+                raise UsageError(f"--resume {outdir}: the configuration differs from the saved run's "
+                                 f"(hash {chash} vs {prev.config_hash}); use a new --out")
+            values, done = prev.values.copy(), prev.done.copy()
+            mode, timing = prev.mode, dict(prev.timing)
+    if mode == "auto":
+        block = coeffs[: min(batch_points, len(coeffs))]
+        mode, timing = calibrate(grid_objs[0], thetas[0], per_dirs[0], block)
+    batch_points_used = batch_points if mode == "vmap" else 1
+
+    res = LandscapeResult(
+        dims=dims, points=int(points), coords_a=ax, coords_b=ax if dims == 2 else np.zeros(0), values=values,
+        done=done, labels=labels, directions=kind, norm=norm, bias=bias, seed=int(seed), span=[lo, hi],
+        marks=marks, eigenvalues=eigvals,
+        direction_norms=[[_norm(d) for d in dl] for dl in per_dirs], param_norms=[_norm(t) for t in thetas],
+        mode=mode, batch_points=int(batch_points), timing=timing, config_hash=chash,
+        meta={"config": cfg, "objective": cfg["objectives"][0]})
+
+    total = int(done.size)
+    n_eval = 0
+    for m in range(M):
+        flat_vals = res.values[m].reshape(-1)
+        flat_done = res.done[m].reshape(-1)
+        # fixed block boundaries (multiples of batch_points), whatever the mode, so resumes are bit-exact
+        for start in range(0, len(coeffs), batch_points):
+            stop = min(start + batch_points, len(coeffs))
+            if flat_done[start:stop].all():
+                continue
+            block = coeffs[start:stop]
+            if mode == "vmap":
+                v = losses_vmap(grid_objs[m], thetas[m], per_dirs[m], block)
+            else:
+                v = losses_sequential(grid_objs[m], thetas[m], per_dirs[m], block)
+            flat_vals[start:stop] = v
+            flat_done[start:stop] = True
+            n_eval += stop - start
+            res.values[m] = flat_vals.reshape(res.values[m].shape)
+            res.done[m] = flat_done.reshape(res.done[m].shape)
+            if outdir is not None:
+                res.save(outdir)
+            if progress is not None:
+                progress(int(res.done.sum()), total)
+    res.complete = bool(res.done.all())
+    centre = tuple(int(np.argmin(np.abs(ax))) for _ in range(dims))
+    res.loss_centre = [float(res.values[(m, *centre)]) if ax[centre[0]] == 0.0 else float("nan")
+                       for m in range(M)]
+    res.n_evaluations = n_eval
+    res.wall_time_s = time.perf_counter() - t_start
+    res.meta["batch_points_used"] = batch_points_used
+    n_bad = int((res.done & ~np.isfinite(res.values)).sum())
+    res.meta["non_finite_points"] = n_bad
+    if outdir is not None:
+        res.save(outdir)
+    return res
+
+
+def _norm(d: ParamDict) -> float:
+    return math.sqrt(sum(float((v.double() ** 2).sum()) for v in d.values()))

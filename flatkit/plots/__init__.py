@@ -1,0 +1,1 @@
+"""Figures: matplotlib (paper figures, PNG + PDF) and plotly (interactive HTML). Plots read only result files."""
