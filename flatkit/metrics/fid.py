@@ -1,0 +1,194 @@
+"""``flatkit fid``: FID and KID of a samples file against a reference, with a user-supplied detector.
+
+FID = d²_F(N(μ_s, Σ_s), N(μ_r, Σ_r)) on detector features (Heusel et al. 2017), KID as in
+:mod:`flatkit.metrics.kid`. The reference is an images file (``npz`` ``arr_0`` uint8 NHWC), a data spec
+(``cifar10:PATH`` …), or a statistics file with ``mu`` / ``sigma`` (pytorch-fid's, or ours, which may add
+``features`` so that KID can be computed; with statistics only, KID is null). Reference statistics computed
+from
+images are cached to ``--ref-cache`` (npz with ``mu``, ``sigma``, ``features``) and read from there next time.
+
+Without a detector only the weight-free distances of :mod:`flatkit.metrics.distances` are computed,
+labelled as
+such (``fid`` and ``kid`` are null).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flatkit.errors import UsageError
+from flatkit.results import Result, file_sha256, make_meta
+
+
+def load_samples(path: str | os.PathLike, what: str = "SAMPLES") -> np.ndarray:
+    """``arr_0`` of an npz as uint8 NHWC (1 or 3 channels); anything else is a usage error naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{what} {path}: no such file")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            if not hasattr(z, "files"):
+                raise UsageError(f"{what} {path}: expected an .npz with arr_0")
+            if "arr_0" not in z.files:
+                raise UsageError(f"{what} {path}: no arr_0 array (keys: {', '.join(z.files) or 'none'})")
+            arr = z["arr_0"]
+    except UsageError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise UsageError(f"{what} {path}: not a readable .npz ({type(e).__name__})") from None
+    if arr.dtype != np.uint8:
+        raise UsageError(f"{what} {path}: arr_0 must be uint8 images, got dtype {arr.dtype}")
+    if arr.ndim != 4 or arr.shape[-1] not in (1, 3) or min(arr.shape) == 0:
+        raise UsageError(
+            f"{what} {path}: arr_0 must be NHWC with 1 or 3 channels, got shape {tuple(arr.shape)}"
+        )
+    if arr.shape[0] < 2:
+        raise UsageError(f"{what} {path}: need at least 2 images, got {arr.shape[0]}")
+    return arr
+
+
+def _is_stats_file(path: str) -> bool:
+    p = Path(path)
+    if not (p.is_file() and p.suffix == ".npz"):
+        return False
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            return "mu" in z.files and "sigma" in z.files
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return False
+
+
+def load_reference_images(ref: str, n: int | None = None) -> np.ndarray:
+    """Reference images from an npz path or a data spec (uint8 NHWC)."""
+    if ":" in ref and not Path(ref).exists():
+        from flatkit.data import load_dataset
+
+        ds = load_dataset(ref)
+        if ds.kind != "image":
+            raise UsageError(f"REF {ref}: FID needs images, this data set holds points")
+        m = len(ds) if n is None else min(n, len(ds))
+        return ds.uint8(np.arange(m))
+    arr = load_samples(ref, "REF")
+    return arr if n is None else arr[:n]
+
+
+@dataclass
+class FidResult(Result):
+    """``fid.json``."""
+
+    name = "fid"
+    fid: float | None = None
+    kid: float | None = None
+    kid_std: float | None = None
+    kid_note: str | None = None
+    n_samples: int = 0
+    n_ref: int | None = None
+    feature_dim: int | None = None
+    detector: str | None = None
+    detector_sha256: str | None = None
+    weight_free: dict = field(default_factory=dict)
+    weight_free_names: dict = field(default_factory=dict)
+    ref_cache: str | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def fid(
+    samples: str,
+    ref: str,
+    detector: str | None = None,
+    batch_size: int = 64,
+    device: Any = "cpu",
+    n_ref: int | None = None,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+    ref_cache: str | None = None,
+    weight_free: bool = True,
+    projections: int = 256,
+    pool: int = 8,
+    progress: bool = False,
+) -> FidResult:
+    """FID / KID of ``samples`` (npz) against ``ref`` (npz images, data spec or mu/sigma npz)."""
+    import torch
+
+    from flatkit.metrics.detector import detector_features, load_detector
+    from flatkit.metrics.distances import distance_names, weight_free_distances
+    from flatkit.metrics.frechet import feature_statistics, frechet_distance, load_statistics, save_statistics
+    from flatkit.metrics.kid import kernel_inception_distance
+
+    t0 = time.perf_counter()
+    imgs = load_samples(samples)
+    res = FidResult(n_samples=int(imgs.shape[0]))
+    ref_is_stats = _is_stats_file(ref)
+    ref_imgs = None
+    if not ref_is_stats:
+        ref_imgs = load_reference_images(ref, n_ref)
+        if ref_imgs.shape[1:3] != imgs.shape[1:3] or ref_imgs.shape[3] != imgs.shape[3]:
+            raise UsageError(
+                f"REF {ref}: images of shape {ref_imgs.shape[1:]} differ from the samples' {imgs.shape[1:]}"
+            )
+        res.n_ref = int(ref_imgs.shape[0])
+
+    if detector is not None:
+        det = load_detector(detector, device)
+        res.detector, res.detector_sha256 = str(detector), file_sha256(detector)
+        fs = detector_features(det, imgs, batch_size, device, progress=progress)
+        mu_s, sig_s = feature_statistics(fs)
+        feats_r = None
+        if ref_is_stats:
+            mu_r, sig_r, feats_r = load_statistics(ref)
+        elif ref_cache is not None and Path(ref_cache).is_file():
+            mu_r, sig_r, feats_r = load_statistics(ref_cache)
+            res.ref_cache = str(ref_cache)
+        else:
+            feats_r = detector_features(det, ref_imgs, batch_size, device, progress=progress)
+            mu_r, sig_r = feature_statistics(feats_r)
+            if ref_cache is not None:
+                save_statistics(ref_cache, mu_r, sig_r, feats_r)
+                res.ref_cache = str(ref_cache)
+        if mu_r.shape[0] != fs.shape[1]:
+            raise UsageError(
+                f"REF {ref}: reference statistics have dimension {mu_r.shape[0]}, the detector gives "
+                f"{fs.shape[1]}"
+            )
+        res.feature_dim = int(fs.shape[1])
+        res.fid = frechet_distance(mu_s, sig_s, mu_r, sig_r)
+        if feats_r is not None:
+            res.kid, res.kid_std = kernel_inception_distance(fs, feats_r, kid_subsets, kid_subset_size, seed)
+        else:
+            res.kid_note = "reference given as mu/sigma statistics only: KID needs reference features"
+    if weight_free and ref_imgs is not None:
+        to_f = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1  # noqa: E731
+        res.weight_free = weight_free_distances(
+            to_f(imgs), to_f(ref_imgs), n_projections=projections, seed=seed, pool=pool
+        )
+        res.weight_free_names = distance_names(pool)
+    config = dict(
+        samples=str(samples),
+        ref=str(ref),
+        ref_kind="statistics" if ref_is_stats else "images",
+        detector=detector,
+        batch_size=batch_size,
+        n_ref=n_ref,
+        kid_subsets=kid_subsets,
+        kid_subset_size=kid_subset_size,
+        seed=seed,
+        projections=projections,
+        pool=pool,
+        input_convention="float32 NCHW in [0, 255], gray repeated to 3 channels, "
+        "detector(x, return_features=True)",
+    )
+    res.meta = make_meta(
+        config=config,
+        device=device,
+        wall_time_s=time.perf_counter() - t0,
+        samples_sha256=file_sha256(samples),
+    )
+    return res

@@ -1,0 +1,106 @@
+"""Shared pieces of the robustness analyses: reference data, paired drift, the (x0, t, ε) bank, weights
+lists."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from flatkit.errors import UsageError
+
+
+def data_spec(run: Any, data: str | None) -> str:
+    """``--data`` or the spec recorded in the checkpoint; a usage error when neither exists."""
+    spec = data if data is not None else getattr(run.config, "data", None)
+    if spec is None:
+        raise UsageError("--data: the checkpoint records no data spec; pass one")
+    return spec
+
+
+def reference_samples(spec: str, n: int, seed: int, shape: Sequence[int] | None = None) -> torch.Tensor:
+    """``n`` distinct data items (float32, images in [-1, 1]) drawn with ``seed``; checked against
+    ``shape``."""
+    from flatkit.data import load_dataset
+
+    ds = load_dataset(spec)
+    if n > len(ds):
+        n = len(ds)
+    if shape is not None and tuple(ds.sample_shape) != tuple(shape):
+        raise UsageError(
+            f"--data {spec}: items of shape {tuple(ds.sample_shape)} do not match the model's {tuple(shape)}"
+        )
+    g = torch.Generator().manual_seed(int(seed))
+    idx = torch.randperm(len(ds), generator=g)[:n]
+    return ds.get(idx.numpy())
+
+
+def paired_drift(x: torch.Tensor, y: torch.Tensor) -> dict[str, float | None]:
+    """Drift between paired samples: MSE = mean (x − y)² over samples and pixels (on the [-1, 1] scale), and
+    PSNR = 10 log10(peak² / MSE) with peak = 2, the range of [-1, 1] (the same as on [0, 1] images with
+    peak 1);
+    PSNR is None (JSON null) for MSE = 0. Per-sample MSEs give ``mse_std``."""
+    if x.shape != y.shape:
+        raise UsageError(f"samples: paired sets differ in shape {tuple(x.shape)} vs {tuple(y.shape)}")
+    d = (x.to(torch.float64) - y.to(torch.float64)).reshape(x.shape[0], -1)
+    per = (d**2).mean(dim=1)
+    mse = float(per.mean())
+    psnr = 10.0 * math.log10(4.0 / mse) if mse > 0 else None
+    return {"mse": mse, "psnr": psnr, "mse_std": float(per.std()) if per.numel() > 1 else 0.0}
+
+
+def diffusion_bank(
+    spec: str, n: int, seed: int, num_timesteps: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The frozen bank (x0, t, ε) of :class:`flatkit.objective.Objective` with the same (spec, n, seed).
+
+    Drawn in the Objective's order from one generator: items (randperm), t (stratified over [0, T)), then
+    ε, so
+    the unperturbed loss on it equals ``Objective(run, data=spec, n=n, seed=seed).loss()`` (tested).
+    """
+    from flatkit.data import load_dataset
+    from flatkit.objective import stratified_timesteps
+
+    ds = load_dataset(spec)
+    if n > len(ds):
+        raise UsageError(f"--n-eval: {n} exceeds the {len(ds)} items of {spec}")
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    index = torch.randperm(len(ds), generator=g)[:n]
+    x0 = torch.as_tensor(ds.get(index.numpy()), dtype=torch.float32)
+    t = stratified_timesteps(n, 0, int(num_timesteps), g)
+    eps = torch.randn(x0.shape, generator=g, dtype=torch.float32)
+    return x0, t, eps
+
+
+def parse_weights_list(value: str) -> list[str]:
+    """``--weights raw,ema`` → ["raw", "ema"]."""
+    names = [v.strip() for v in str(value).split(",") if v.strip()]
+    if not names:
+        raise UsageError("--weights: expected raw, ema, ema_<rate>, swa or a comma-separated list")
+    return names
+
+
+def run_label(run: Any) -> str:
+    """``<checkpoint file stem>:<weights>`` for legends and result entries."""
+    from pathlib import Path
+
+    stem = (
+        Path(run.path).parent.name
+        if run.path and Path(run.path).name == "ckpt.pt"
+        else (Path(run.path).stem if run.path else "model")
+    )
+    return f"{stem}:{run.weights}"
+
+
+def model_device(run: Any) -> torch.device:
+    try:
+        return next(run.model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def as_numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy()

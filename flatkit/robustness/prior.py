@@ -1,0 +1,307 @@
+"""Robustness to a perturbed noise prior (the paper's Theorem 2 / Corollary 2).
+
+A weight perturbation θ → θ + δ acts like a perturbed prior N(μ_δ, Σ_δ) instead of N(0, I) (Corollary 1); a
+Δ-flat minimum is robust to every perturbed prior inside a KL ball. We sample from perturbed priors, paired by
+seed with the unperturbed samples, and report each prior's KL next to what it does:
+
+- shift / scale family x_T = μ·1 + s·z, prior N(μ1, s²I);
+- additive family x_T = z + η·z', z' an independent N(0, I) draw from a separate per-sample stream: the
+prior is
+  N(0, (1 + η²) I), while each sample stays paired with its unperturbed z.
+
+KL(N(μ, Σ) ‖ N(0, I)) = ½[tr Σ − log det Σ − d + ‖μ‖²] (Theorem 2's bound); for Σ = s²I, μ = μ·1:
+KL = ½[d s² − d log s² − d + d μ²], computed in float64.
+
+Measured for each prior point: paired sample drift (MSE, PSNR) against the unperturbed samples; weight-free
+distances of the samples to the data; and the training-loss change on a bank built from the perturbed prior,
+defined as the ε-prediction loss with the bank's noise replaced by the perturbed noise ε' = μ1 + sε (or ε +
+ηξ)
+both in x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε' and as the target: L' − L on the Objective's (x_0, t, ε) bank. It
+says how
+well the model denoises forward chains driven by the perturbed noise law; it is defined for every ε- or
+x_0-predicting model (with learned σ, the hybrid loss is evaluated at ε' the same way).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from flatkit.errors import UsageError
+from flatkit.results import Result, make_meta
+
+
+def kl_isotropic(mu: float, s: float, d: int) -> float:
+    """KL(N(μ·1, s²I_d) ‖ N(0, I_d)) = ½[d s² − d log s² − d + d μ²] (float64)."""
+    if s <= 0:
+        raise UsageError(f"--scale {s}: must be > 0")
+    s2 = float(s) ** 2
+    return 0.5 * d * (s2 - math.log(s2) - 1.0 + float(mu) ** 2)
+
+
+def kl_gaussian(mu: np.ndarray, sigma: np.ndarray) -> float:
+    """KL(N(μ, Σ) ‖ N(0, I)) = ½[tr Σ − log det Σ − d + ‖μ‖²] for any SPD Σ (float64; Theorem 2)."""
+    mu = np.asarray(mu, dtype=np.float64).reshape(-1)
+    sigma = np.asarray(sigma, dtype=np.float64)
+    sign, logdet = np.linalg.slogdet(sigma)
+    if sign <= 0:
+        raise UsageError("sigma: must be symmetric positive definite")
+    return 0.5 * (float(np.trace(sigma)) - logdet - mu.size + float(mu @ mu))
+
+
+@dataclass
+class PriorPoint:
+    """One perturbed prior: ``kind`` "shift_scale" (x_T = μ + s z) or "noise" (x_T = z + η z')."""
+
+    kind: str
+    mu: float = 0.0
+    s: float = 1.0
+    eta: float = 0.0
+
+    @property
+    def variance(self) -> float:
+        return self.s**2 if self.kind == "shift_scale" else 1.0 + self.eta**2
+
+    def kl(self, d: int) -> float:
+        if self.kind == "shift_scale":
+            return kl_isotropic(self.mu, self.s, d)
+        return kl_isotropic(0.0, math.sqrt(1.0 + self.eta**2), d)
+
+    def label(self) -> str:
+        return f"mu={self.mu:g}, s={self.s:g}" if self.kind == "shift_scale" else f"eta={self.eta:g}"
+
+
+def prior_grid(
+    shifts: Sequence[float], scales: Sequence[float], noise_etas: Sequence[float] = ()
+) -> list[PriorPoint]:
+    """The product grid of shifts × scales, then the additive-noise points; (μ=0, s=1) is always included
+    first."""
+    for s in scales:
+        if not s > 0:
+            raise UsageError(f"--scale {s}: must be > 0")
+    for e in noise_etas:
+        if e < 0:
+            raise UsageError(f"--noise-eta {e}: must be >= 0")
+    pts = [PriorPoint("shift_scale", 0.0, 1.0)]
+    for m in shifts:
+        for s in scales:
+            if not (m == 0 and s == 1):
+                pts.append(PriorPoint("shift_scale", float(m), float(s)))
+    pts += [PriorPoint("noise", eta=float(e)) for e in noise_etas if e != 0]
+    return pts
+
+
+def prior_fn(point: PriorPoint, seed: int):
+    """The map z ↦ x_T of a prior point (additive noise z' from per-sample stream 1, paired by seed)."""
+    from flatkit.sampling import sample_generators, standard_normal
+
+    def fn(z: torch.Tensor, indices: Sequence[int]) -> torch.Tensor:
+        if point.kind == "shift_scale":
+            return point.mu + point.s * z
+        zp = standard_normal(sample_generators(seed, indices, stream=1), z.shape[1:])
+        return z + point.eta * zp
+
+    return fn
+
+
+def perturbed_bank_loss(
+    run: Any,
+    bank: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    point: PriorPoint,
+    seed: int,
+    batch_size: int = 64,
+) -> float:
+    """Mean training loss on (x0, t, ε') with ε' the perturbed noise (see the module docstring), float64."""
+    x0, t, eps = bank
+    if point.kind == "shift_scale":
+        eps_p = point.mu + point.s * eps
+    else:
+        g = torch.Generator().manual_seed(int(seed) + 7919)
+        eps_p = eps + point.eta * torch.randn(eps.shape, generator=g, dtype=eps.dtype)
+    key = "loss" if run.diffusion.learn_sigma else "mse"
+    dev = next(run.model.parameters()).device
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, x0.shape[0], batch_size):
+            sl = slice(i, i + batch_size)
+            terms = run.diffusion.training_losses(run.model, x0[sl].to(dev), t[sl].to(dev), eps_p[sl].to(dev))
+            total += float(terms[key].to(torch.float64).sum())
+    return total / x0.shape[0]
+
+
+@dataclass
+class PriorResult(Result):
+    """``prior.json``: the grid (``kind``, ``mu``, ``s``, ``eta``, ``kl``) and, per checkpoint, the measures.
+
+    Top-level ``drift_mse`` … ``fd_pix`` are those of the first checkpoint; ``checkpoints`` holds every one.
+    """
+
+    name = "prior"
+    d: int = 0
+    kind: list = field(default_factory=list)
+    mu: list = field(default_factory=list)
+    s: list = field(default_factory=list)
+    eta: list = field(default_factory=list)
+    kl: list = field(default_factory=list)
+    drift_mse: list = field(default_factory=list)
+    drift_psnr: list = field(default_factory=list)
+    loss: list = field(default_factory=list)
+    loss_change: list = field(default_factory=list)
+    distance: list = field(default_factory=list)  # sw2
+    fd_pix: list = field(default_factory=list)
+    distance_name: str = ""
+    loss_definition: str = ""
+    checkpoints: list = field(default_factory=list)
+    previews: Any = None  # (P, k, ...) uint8 NHWC samples of the first checkpoint, for the figure
+    meta: dict = field(default_factory=dict)
+
+    def _fields(self) -> dict[str, Any]:
+        out = super()._fields()
+        out.pop("previews", None)
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {} if self.previews is None else {"previews": np.asarray(self.previews)}
+
+
+def prior(
+    runs: Any,
+    shifts: Sequence[float] = (0.0, 0.5, 1.0),
+    scales: Sequence[float] = (1.0, 1.2),
+    noise_etas: Sequence[float] = (),
+    n: int = 64,
+    steps: int = 50,
+    sampler: str = "ddim",
+    eta: float = 0.0,
+    seed: int = 0,
+    data: str | None = None,
+    n_ref: int = 512,
+    n_eval: int = 256,
+    batch_size: int = 64,
+    projections: int = 256,
+    pool: int = 8,
+    respacing: str | None = None,
+    device: Any = None,
+    progress: bool = False,
+    n_preview: int = 8,
+) -> PriorResult:
+    """Sample every prior point of the grid for each run (paired by seed) and measure drift, distance, loss.
+
+    ``runs``: a :class:`flatkit.run.Run` or a list of them (several checkpoints / weights in one result).
+    """
+    from flatkit.metrics.distances import distance_names, weight_free_distances
+    from flatkit.robustness.common import (
+        data_spec,
+        diffusion_bank,
+        paired_drift,
+        reference_samples,
+        run_label,
+    )
+    from flatkit.sampling import SamplerConfig, draw_samples, respaced, respacing_spec, sample_shape, to_uint8
+
+    t0 = time.perf_counter()
+    runs = [runs] if not isinstance(runs, (list, tuple)) else list(runs)
+    if not runs:
+        raise UsageError("CKPT: at least one checkpoint is needed")
+    cfg = SamplerConfig(
+        n=n, steps=steps, sampler=sampler, eta=eta, seed=seed, respacing=respacing, batch_size=batch_size
+    ).validate()
+    pts = prior_grid(shifts, scales, noise_etas)
+    shape = sample_shape(runs[0].config.model)
+    d = int(np.prod(shape))
+    res = PriorResult(
+        d=d,
+        kind=[p.kind for p in pts],
+        mu=[p.mu for p in pts],
+        s=[p.s for p in pts],
+        eta=[p.eta for p in pts],
+        kl=[p.kl(d) for p in pts],
+        distance_name=distance_names(pool)["sw2"],
+        loss_definition="mean training loss with the bank's noise replaced by the perturbed noise "
+        "eps' (mu + s*eps, or eps + eta*xi) in x_t and as target, minus the loss at eps",
+    )
+    specs = []
+    for ri, run in enumerate(runs):
+        if sample_shape(run.config.model) != shape:
+            raise UsageError(f"CKPT {run.path}: sample shape differs from the first checkpoint's")
+        spec = data_spec(run, data)
+        specs.append(spec)
+        ref = reference_samples(spec, n_ref, seed + 1, shape)
+        bank = diffusion_bank(spec, n_eval, seed, int(run.diffusion.num_timesteps))
+        diff = respaced(run.diffusion, cfg)
+        dev = device if device is not None else next(run.model.parameters()).device
+        entry: dict[str, Any] = {
+            "label": run_label(run),
+            "checkpoint": run.path,
+            "sha256": run.sha256,
+            "weights": run.weights,
+            "data": spec,
+            "drift_mse": [],
+            "drift_psnr": [],
+            "drift_mse_std": [],
+            "loss": [],
+            "loss_change": [],
+            "distance": [],
+            "fd_pix": [],
+        }
+        base = None
+        previews = []
+        for p in pts:
+            x = draw_samples(
+                run.model,
+                diff,
+                cfg,
+                shape,
+                device=dev,
+                prior=prior_fn(p, seed),
+                progress=progress,
+                desc=f"{entry['label']} {p.label()}",
+            )
+            if base is None:
+                base = x
+            dr = paired_drift(x, base)
+            dist = weight_free_distances(x, ref, n_projections=projections, seed=seed, pool=pool)
+            loss = perturbed_bank_loss(run, bank, p, seed, batch_size)
+            entry["drift_mse"].append(dr["mse"])
+            entry["drift_psnr"].append(dr["psnr"])
+            entry["drift_mse_std"].append(dr["mse_std"])
+            entry["loss"].append(loss)
+            entry["loss_change"].append(loss - entry["loss"][0])
+            entry["distance"].append(dist["sw2"])
+            entry["fd_pix"].append(dist["fd_pix"])
+            if ri == 0 and len(shape) == 3:
+                previews.append(to_uint8(x[:n_preview]))
+        res.checkpoints.append(entry)
+        if ri == 0:
+            for k in ("drift_mse", "drift_psnr", "loss", "loss_change", "distance", "fd_pix"):
+                setattr(res, k, list(entry[k]))
+            res.previews = np.stack(previews) if previews else None
+    config = dict(
+        shifts=list(shifts),
+        scales=list(scales),
+        noise_etas=list(noise_etas),
+        sampler=vars(cfg),
+        respacing=respacing_spec(int(runs[0].diffusion.original_num_steps), cfg),
+        data=specs,
+        n_ref=n_ref,
+        n_eval=n_eval,
+        projections=projections,
+        pool=pool,
+        ref_seed=seed + 1,
+        bank_seed=seed,
+        noise_stream=1,
+    )
+    res.meta = make_meta(
+        config=config,
+        run=runs[0],
+        device=dev,
+        wall_time_s=time.perf_counter() - t0,
+        runs=[{"checkpoint": r.path, "sha256": r.sha256, "weights": r.weights} for r in runs],
+    )
+    return res

@@ -1,0 +1,330 @@
+"""Post-training weight quantization as a weight perturbation (the paper's second benefit).
+
+Symmetric round-to-nearest fake quantization of the weights of convolution and linear layers (biases, norms
+and
+embeddings stay in full precision): with b bits, q_max = 2^{b−1} − 1, a step
+
+    Δ = max |w| / q_max   over the tensor (per-tensor) or over each output channel (per-channel, axis 0),
+
+and ŵ = Δ · clamp(round(w / Δ), −q_max, q_max). The error is at most Δ/2 per weight and roughly halves with
+each added bit. ŵ = w + δ is a weight perturbation δ, so a flat minimum should lose little (Theorem 2 via
+Corollary 1). All arithmetic in float64, cast back to the weight's dtype. The caller's model is never
+modified.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from flatkit.errors import UsageError
+from flatkit.results import Result, make_meta
+
+GRANULARITIES = ("per-tensor", "per-channel")
+QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+MIN_BITS, MAX_BITS = 2, 16
+
+
+def check_bits(bits: int) -> int:
+    if int(bits) != bits or not MIN_BITS <= bits <= MAX_BITS:
+        raise UsageError(f"--bits {bits}: must be an integer in {MIN_BITS}..{MAX_BITS}")
+    return int(bits)
+
+
+def quant_step(w: torch.Tensor, bits: int, granularity: str = "per-tensor") -> torch.Tensor:
+    """Δ = max|w| / (2^{b−1} − 1), a 0-d tensor (per-tensor) or shaped (C_out, 1, ...) (per-channel),
+    float64."""
+    check_bits(bits)
+    if granularity not in GRANULARITIES:
+        raise UsageError(f"--granularity {granularity}: expected one of {', '.join(GRANULARITIES)}")
+    qmax = 2 ** (bits - 1) - 1
+    a = w.detach().to(torch.float64).abs()
+    if granularity == "per-tensor" or a.ndim < 2:
+        return a.max() / qmax
+    return a.reshape(a.shape[0], -1).max(dim=1).values.reshape(-1, *([1] * (a.ndim - 1))) / qmax
+
+
+def quantize_tensor(w: torch.Tensor, bits: int, granularity: str = "per-tensor") -> torch.Tensor:
+    """ŵ = Δ · clamp(round(w/Δ), −q_max, q_max) (round half to even); a zero range stays zero."""
+    delta = quant_step(w, bits, granularity)
+    qmax = 2 ** (bits - 1) - 1
+    w64 = w.detach().to(torch.float64)
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    q = torch.clamp(torch.round(w64 / safe), -qmax, qmax) * safe
+    q = torch.where(delta > 0, q, torch.zeros_like(q))
+    return q.to(w.dtype)
+
+
+def _matches(pattern: str, name: str) -> bool:
+    if fnmatch.fnmatchcase(name, pattern):
+        return True
+    try:
+        return re.search(pattern, name) is not None
+    except re.error:
+        return False
+
+
+def quantizable_layers(
+    model: nn.Module, skip: Sequence[str] = (), skip_first_last: bool = False
+) -> list[str]:
+    """Names of the conv / linear modules whose weights get quantized (module order), after the skips.
+
+    ``skip``: glob (whole name) or regex (searched) patterns on module names; a pattern that matches no
+    quantizable layer is a usage error (a typo would silently quantize everything). ``skip_first_last``:
+    keep the
+    first and the last such layer in full precision (a common post-training-quantization choice).
+    """
+    names = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, QUANTIZABLE) and getattr(m, "weight", None) is not None
+    ]
+    if not names:
+        raise UsageError("model: it has no convolution or linear layer to quantize")
+    for p in skip:
+        if not any(_matches(p, n) for n in names):
+            raise UsageError(f"--skip: pattern {p!r} matches no convolution or linear layer")
+    kept = [n for n in names if not any(_matches(p, n) for p in skip)]
+    if skip_first_last and len(names) >= 2:
+        kept = [n for n in kept if n not in (names[0], names[-1])]
+    if not kept:
+        raise UsageError("--skip: no layer left to quantize")
+    return kept
+
+
+@dataclass
+class QuantizedWeights:
+    """The quantized state dict and the weight error statistics of one bit width."""
+
+    state_dict: dict[str, torch.Tensor]
+    layers: list[str]
+    rel_error: float  # ‖Ŵ − W‖ / ‖W‖ over the quantized tensors
+    max_abs_error: float
+    max_error_over_half_step: float  # max |ŵ − w| / (Δ/2), ≤ 1 by construction
+    mse: float  # mean (ŵ − w)² over the quantized weights
+    per_layer_rel_error: dict[str, float] = field(default_factory=dict)
+
+
+def quantize_state_dict(
+    model: nn.Module,
+    bits: int,
+    granularity: str = "per-tensor",
+    skip: Sequence[str] = (),
+    skip_first_last: bool = False,
+) -> QuantizedWeights:
+    """A new state dict with quantized conv / linear weights (the model is not touched)."""
+    check_bits(bits)
+    layers = quantizable_layers(model, skip, skip_first_last)
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    num = den = sq = 0.0
+    count = 0
+    max_abs = 0.0
+    max_ratio = 0.0
+    per_layer = {}
+    for name in layers:
+        key = f"{name}.weight"
+        w = sd[key]
+        wq = quantize_tensor(w, bits, granularity)
+        delta = quant_step(w, bits, granularity)
+        err = wq.to(torch.float64) - w.to(torch.float64)
+        e2 = float((err**2).sum())
+        w2 = float((w.to(torch.float64) ** 2).sum())
+        num += e2
+        den += w2
+        sq += e2
+        count += w.numel()
+        max_abs = max(max_abs, float(err.abs().max()))
+        half = torch.where(delta > 0, delta / 2, torch.ones_like(delta))
+        max_ratio = max(max_ratio, float((err.abs() / half).max()))
+        per_layer[name] = float(np.sqrt(e2 / w2)) if w2 > 0 else 0.0
+        sd[key] = wq
+    return QuantizedWeights(
+        state_dict=sd,
+        layers=layers,
+        rel_error=float(np.sqrt(num / den)) if den > 0 else 0.0,
+        max_abs_error=max_abs,
+        max_error_over_half_step=max_ratio,
+        mse=sq / max(count, 1),
+        per_layer_rel_error=per_layer,
+    )
+
+
+def quantized_model(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """A copy of ``model`` holding ``state_dict`` (eval mode); the original is untouched."""
+    m = copy.deepcopy(model)
+    m.load_state_dict(state_dict, strict=True)
+    return m.eval()
+
+
+@dataclass
+class QuantizeResult(Result):
+    """``quantize.json``: one entry per bit width (lists aligned with ``bits``)."""
+
+    name = "quantize"
+    bits: list = field(default_factory=list)
+    granularity: str = "per-tensor"
+    layers: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    weight_rel_error: list = field(default_factory=list)
+    weight_max_abs_error: list = field(default_factory=list)
+    weight_max_error_over_half_step: list = field(default_factory=list)
+    weight_mse: list = field(default_factory=list)
+    loss_fp: float | None = None
+    loss: list = field(default_factory=list)
+    loss_change: list = field(default_factory=list)
+    drift_mse: list = field(default_factory=list)
+    drift_psnr: list = field(default_factory=list)
+    distance_fp: float | None = None
+    distance: list = field(default_factory=list)
+    fd_pix_fp: float | None = None
+    fd_pix: list = field(default_factory=list)
+    distance_name: str = ""
+    saved: list = field(default_factory=list)
+    previews: Any = None  # (1 + len(bits), k, H, W, C) uint8: full precision then each bit width
+    meta: dict = field(default_factory=dict)
+
+    def _fields(self) -> dict[str, Any]:
+        out = super()._fields()
+        out.pop("previews", None)
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {} if self.previews is None else {"previews": np.asarray(self.previews)}
+
+
+def save_quantized_checkpoint(run: Any, state_dict: dict[str, torch.Tensor], path: Any, info: dict) -> None:
+    """Write a flatkit checkpoint holding the quantized weights as ``raw`` (atomic; never over the input)."""
+    from pathlib import Path
+
+    from flatkit.checkpoint import make_checkpoint, save_checkpoint
+
+    p = Path(path)
+    if run.path is not None and p.resolve() == Path(run.path).resolve():
+        raise UsageError(f"--save {p}: refusing to overwrite the input checkpoint")
+    ck = make_checkpoint(
+        run.config,
+        {"raw": state_dict},
+        step=run.step or 0,
+        train={
+            "quantized_from": {"checkpoint": run.path, "sha256": run.sha256, "weights": run.weights, **info}
+        },
+    )
+    save_checkpoint(ck, p)
+
+
+def quantize(
+    run: Any,
+    bits: Sequence[int] = (8, 6, 4),
+    granularity: str = "per-tensor",
+    skip: Sequence[str] = (),
+    skip_first_last: bool = False,
+    n: int = 64,
+    steps: int = 50,
+    sampler: str = "ddim",
+    eta: float = 0.0,
+    seed: int = 0,
+    data: str | None = None,
+    n_eval: int = 256,
+    n_ref: int = 512,
+    batch_size: int = 64,
+    projections: int = 256,
+    pool: int = 8,
+    respacing: str | None = None,
+    device: Any = None,
+    save_dir: Any = None,
+    progress: bool = False,
+    n_preview: int = 16,
+) -> QuantizeResult:
+    """Quantize at each bit width and measure weight error, loss change, paired drift and distance to the
+    data."""
+    from pathlib import Path
+
+    from flatkit.metrics.distances import distance_names, weight_free_distances
+    from flatkit.objective import Objective
+    from flatkit.robustness.common import data_spec, paired_drift, reference_samples
+    from flatkit.sampling import SamplerConfig, draw_samples, respaced, respacing_spec, sample_shape, to_uint8
+
+    t0 = time.perf_counter()
+    bits = [check_bits(b) for b in bits]
+    if granularity not in GRANULARITIES:
+        raise UsageError(f"--granularity {granularity}: expected one of {', '.join(GRANULARITIES)}")
+    cfg = SamplerConfig(
+        n=n, steps=steps, sampler=sampler, eta=eta, seed=seed, respacing=respacing, batch_size=batch_size
+    ).validate()
+    spec = data_spec(run, data)
+    quantizable_layers(run.model, skip, skip_first_last)  # bad --skip patterns fail before any sampling
+    shape = sample_shape(run.config.model)
+    dev = device if device is not None else next(run.model.parameters()).device
+    diff = respaced(run.diffusion, cfg)
+    ref = reference_samples(spec, n_ref, seed + 1, shape)
+
+    obj = Objective(run, data=spec, n=n_eval, seed=seed, batch_size=batch_size)
+    loss_fp = float(obj.loss())
+    x_fp = draw_samples(run.model, diff, cfg, shape, device=dev, progress=progress, desc="full precision")
+    dist_fp = weight_free_distances(x_fp, ref, n_projections=projections, seed=seed, pool=pool)
+    all_layers = quantizable_layers(run.model)
+    res = QuantizeResult(
+        bits=bits,
+        granularity=granularity,
+        loss_fp=loss_fp,
+        distance_fp=dist_fp["sw2"],
+        fd_pix_fp=dist_fp["fd_pix"],
+        distance_name=distance_names(pool)["sw2"],
+    )
+    previews = [to_uint8(x_fp[:n_preview])] if len(shape) == 3 else []
+    for b in bits:
+        qw = quantize_state_dict(run.model, b, granularity, skip, skip_first_last)
+        res.layers = qw.layers
+        res.skipped = [n_ for n_ in all_layers if n_ not in qw.layers]
+        qparams = {k: qw.state_dict[k].to(v.device, v.dtype) for k, v in obj.params.items()}
+        lq = float(obj.loss(qparams))
+        qm = quantized_model(run.model, qw.state_dict)
+        xq = draw_samples(qm, diff, cfg, shape, device=dev, progress=progress, desc=f"{b}-bit")
+        dr = paired_drift(xq, x_fp)
+        dist = weight_free_distances(xq, ref, n_projections=projections, seed=seed, pool=pool)
+        res.weight_rel_error.append(qw.rel_error)
+        res.weight_max_abs_error.append(qw.max_abs_error)
+        res.weight_max_error_over_half_step.append(qw.max_error_over_half_step)
+        res.weight_mse.append(qw.mse)
+        res.loss.append(lq)
+        res.loss_change.append(lq - loss_fp)
+        res.drift_mse.append(dr["mse"])
+        res.drift_psnr.append(dr["psnr"])
+        res.distance.append(dist["sw2"])
+        res.fd_pix.append(dist["fd_pix"])
+        if len(shape) == 3:
+            previews.append(to_uint8(xq[:n_preview]))
+        if save_dir is not None:
+            path = Path(save_dir) / f"quantized_{b}bit_{granularity}.pt"
+            save_quantized_checkpoint(
+                run, qw.state_dict, path, {"bits": b, "granularity": granularity, "layers": qw.layers}
+            )
+            res.saved.append(str(path))
+    res.previews = np.stack(previews) if previews else None
+    config = dict(
+        bits=bits,
+        granularity=granularity,
+        skip=list(skip),
+        skip_first_last=skip_first_last,
+        quantized="weights of Conv1d/2d/3d and Linear layers; symmetric round-to-nearest",
+        sampler=vars(cfg),
+        respacing=respacing_spec(int(run.diffusion.original_num_steps), cfg),
+        data=spec,
+        n_eval=n_eval,
+        n_ref=n_ref,
+        ref_seed=seed + 1,
+        projections=projections,
+        pool=pool,
+        objective=obj.config.to_dict(),
+    )
+    res.meta = make_meta(config=config, run=run, device=dev, wall_time_s=time.perf_counter() - t0)
+    return res

@@ -1,0 +1,339 @@
+"""Batched sampling with per-sample seeds (DDPM ancestral or DDIM over T' respaced steps).
+
+Every sample i owns a ``torch.Generator`` seeded from (seed, i) through ``numpy.random.SeedSequence``; it
+draws
+the sample's x_T first, then every noise of its chain. So a sample depends only on (seed, i), never on the
+batch
+it was drawn in, and two runs that share a seed are paired sample by sample: the prior-perturbation and
+quantization analyses reuse the same generators with a perturbed x_T or perturbed weights.
+
+Respacing follows ADM (``timestep_respacing``): by default ``"ddim<T'>"`` for DDIM and ``"<T'>"`` (evenly
+spaced
+sections) for DDPM, and all steps when T' equals the schedule's length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from flatkit.errors import UsageError
+from flatkit.results import Result
+
+SAMPLERS = ("ddpm", "ddim")
+
+#: z (N, ...) standard normal and the samples' global indices -> x_T (N, ...): how the prior is drawn.
+PriorFn = Callable[[torch.Tensor, Sequence[int]], torch.Tensor]
+#: (global indices, respaced index i, original t (B,), x_t, model output) at every step of every batch.
+ChainCallback = Callable[[Sequence[int], int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+
+@dataclass
+class SamplerConfig:
+    """How samples are drawn (stored in every result's ``meta``)."""
+
+    n: int = 64
+    steps: int = 100  # T', the number of respaced sampling steps
+    sampler: str = "ddpm"  # "ddpm" | "ddim"
+    eta: float = 0.0  # DDIM's eta (0: deterministic)
+    seed: int = 0
+    respacing: str | None = None  # ADM timestep_respacing; None: "ddim<T'>" for DDIM, "<T'>" for DDPM
+    clip_denoised: bool = True
+    batch_size: int = 64
+
+    def validate(self) -> SamplerConfig:
+        if self.sampler not in SAMPLERS:
+            raise UsageError(f"--sampler {self.sampler}: expected one of {', '.join(SAMPLERS)}")
+        if self.n < 1:
+            raise UsageError(f"--n: must be at least 1, got {self.n}")
+        if self.steps < 1:
+            raise UsageError(f"--steps: must be at least 1, got {self.steps}")
+        if self.eta < 0:
+            raise UsageError(f"--eta: must be >= 0, got {self.eta}")
+        if self.sampler == "ddpm" and self.eta != 0:
+            raise UsageError("--eta: only meaningful with --sampler ddim")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size: must be at least 1, got {self.batch_size}")
+        return self
+
+
+def respacing_spec(num_timesteps: int, cfg: SamplerConfig) -> str:
+    """The ADM respacing string for T' steps ("" = every step of the schedule)."""
+    if cfg.respacing is not None:
+        return cfg.respacing
+    if cfg.steps > num_timesteps:
+        raise UsageError(f"--steps {cfg.steps}: the schedule has only {num_timesteps} steps")
+    if cfg.steps == num_timesteps:
+        return ""
+    return f"ddim{cfg.steps}" if cfg.sampler == "ddim" else str(cfg.steps)
+
+
+def respaced(diffusion: Any, cfg: SamplerConfig) -> Any:
+    """The diffusion respaced to T' steps (from its original schedule)."""
+    spec = respacing_spec(int(diffusion.original_num_steps), cfg)
+    try:
+        return diffusion.respace(spec)
+    except UsageError as e:
+        raise UsageError(f"--steps/--respacing: {e}") from None
+
+
+def sample_seed(seed: int, i: int, stream: int = 0) -> int:
+    """A 63-bit seed for sample ``i`` of run ``seed`` (stream 0: x_T and the chain; others: extra noise)."""
+    state = np.random.SeedSequence([int(seed), int(i), int(stream)]).generate_state(1, np.uint64)[0]
+    return int(state) & ((1 << 63) - 1)
+
+
+def sample_generators(seed: int, indices: Sequence[int], stream: int = 0) -> list[torch.Generator]:
+    """One CPU generator per sample (the noise is drawn on the CPU and moved, so any device gives the
+    same)."""
+    return [torch.Generator(device="cpu").manual_seed(sample_seed(seed, i, stream)) for i in indices]
+
+
+def standard_normal(generators: Sequence[torch.Generator], shape: Sequence[int]) -> torch.Tensor:
+    """z (N, *shape) ~ N(0, I), row i drawn from generator i (float32, CPU)."""
+    return torch.stack([torch.randn(tuple(shape), generator=g, dtype=torch.float32) for g in generators])
+
+
+def sample_shape(model_config: Any) -> tuple[int, ...]:
+    """(C, H, W) for the ADM UNet, (D,) for the MLP denoiser."""
+    if getattr(model_config, "arch", "adm_unet") == "mlp":
+        return (int(model_config.data_dim),)
+    return (int(model_config.in_channels), int(model_config.image_size), int(model_config.image_size))
+
+
+def _model_device(model: Any) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration):
+        return torch.device("cpu")
+
+
+def draw_samples(
+    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    diffusion: Any,
+    cfg: SamplerConfig,
+    shape: Sequence[int],
+    device: torch.device | str | None = None,
+    prior: PriorFn | None = None,
+    callback: ChainCallback | None = None,
+    indices: Sequence[int] | None = None,
+    progress: bool = False,
+    desc: str = "sampling",
+) -> torch.Tensor:
+    """Samples (N, *shape) float32 on the CPU, in [-1, 1] for images (x_0 of the chain).
+
+    ``diffusion`` is used as given (respace it first, see :func:`respaced`). ``model`` is any ``model(x, t)``;
+    it is called under ``torch.no_grad`` and never modified. ``prior`` maps the per-sample standard normal
+    z to
+    x_T (default x_T = z). ``indices``: the global sample indices (default ``range(cfg.n)``).
+    """
+    from flatkit.diffusion.samplers import ddim_sample, ddpm_sample
+
+    cfg.validate()
+    idx = list(range(cfg.n)) if indices is None else [int(i) for i in indices]
+    dev = torch.device(device) if device is not None else _model_device(model)
+    T = int(diffusion.num_timesteps)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(idx) * T, desc=desc, unit="step", unit_scale=False, leave=False)
+    out = []
+    try:
+        for b0 in range(0, len(idx), cfg.batch_size):
+            bidx = idx[b0 : b0 + cfg.batch_size]
+            gens = sample_generators(cfg.seed, bidx)
+            z = standard_normal(gens, shape)
+            x_T = (z if prior is None else prior(z, bidx)).to(dev)
+
+            def cb(
+                i: int, t: torch.Tensor, x: torch.Tensor, mo: torch.Tensor, bidx: list[int] = bidx
+            ) -> None:
+                if callback is not None:
+                    callback(bidx, i, t, x, mo)
+                if bar is not None:
+                    bar.update(len(bidx))
+
+            with torch.no_grad():
+                if cfg.sampler == "ddpm":
+                    x0 = ddpm_sample(
+                        diffusion, model, x_T, gens, clip_denoised=cfg.clip_denoised, callback=cb
+                    )
+                else:
+                    x0 = ddim_sample(
+                        diffusion, model, x_T, gens, eta=cfg.eta, clip_denoised=cfg.clip_denoised, callback=cb
+                    )
+            out.append(x0.detach().to("cpu", torch.float32))
+    finally:
+        if bar is not None:
+            bar.close()
+    return torch.cat(out)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """Images in [-1, 1] (N, C, H, W) → uint8 NHWC by round((x + 1) · 127.5), clamped (ADM ``sample.py``)."""
+    if x.ndim != 4:
+        raise UsageError(f"samples: expected NCHW images, got shape {tuple(x.shape)}")
+    y = ((x.detach().cpu().to(torch.float32) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return y.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 1, pad_value: int = 255) -> np.ndarray:
+    """Tile uint8 NHWC images into one HWC image (``ncol`` columns, default ≈ √N)."""
+    n, h, w, c = images.shape
+    ncol = int(ncol or max(1, int(np.ceil(np.sqrt(n)))))
+    nrow = int(np.ceil(n / ncol))
+    grid = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), pad_value, dtype=np.uint8)
+    for k in range(n):
+        r, q = divmod(k, ncol)
+        y0, x0 = pad + r * (h + pad), pad + q * (w + pad)
+        grid[y0 : y0 + h, x0 : x0 + w] = images[k]
+    return grid
+
+
+def save_png(image_hwc: np.ndarray, path: str | Path, upscale: int = 1) -> Path:
+    """Write a uint8 HWC image as PNG (nearest-neighbour upscaled), atomically."""
+    import os
+    import tempfile
+
+    from PIL import Image
+
+    img = image_hwc[..., 0] if image_hwc.shape[-1] == 1 else image_hwc
+    pil = Image.fromarray(img)
+    if upscale > 1:
+        pil = pil.resize((pil.width * upscale, pil.height * upscale), Image.NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        pil.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def grid_upscale(h: int) -> int:
+    """A nearest-neighbour factor so small images stay visible (≥ 64 px per tile)."""
+    return max(1, int(np.ceil(64 / max(h, 1))))
+
+
+def save_points_png(
+    points: np.ndarray, path: str | Path, reference: np.ndarray | None = None, title: str = "samples"
+) -> Path:
+    """Scatter plot of 2-D samples (and the data in grey), for point data sets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    if reference is not None:
+        ax.scatter(reference[:, 0], reference[:, 1], s=3, c="0.75", label="data")
+    ax.scatter(points[:, 0], points[:, 1], s=4, c="C0", label="samples")
+    ax.set_aspect("equal")
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+@dataclass
+class SampleResult(Result):
+    """What ``flatkit sample`` measured: the configuration and the samples (uint8 NHWC or float points)."""
+
+    name = "sample"
+    sampler: dict = field(default_factory=dict)
+    respacing: str = ""
+    timestep_map: list = field(default_factory=list)
+    shape: list = field(default_factory=list)
+    seeds: list = field(default_factory=list)  # per-sample seeds (stream 0)
+    images: np.ndarray | None = None  # uint8 NHWC for image models
+    points: np.ndarray | None = None  # float32 (N, D) for point models
+    meta: dict = field(default_factory=dict)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {}  # the samples go to samples.npz (ADM's arr_0), not sample.npz
+
+    def _fields(self) -> dict[str, Any]:
+        out = super()._fields()
+        out.pop("images", None)
+        out.pop("points", None)
+        return out
+
+    def save(self, directory: str | Path, name: str | None = None) -> tuple[Path, Path | None]:
+        """``sample.json``, ``samples.npz`` (``arr_0``) and ``samples.png``."""
+        from flatkit.data import write_uint8_npz
+        from flatkit.results import atomic_savez
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        jpath, _ = super().save(d, name)
+        npath = d / "samples.npz"
+        if self.images is not None:
+            write_uint8_npz(str(npath), self.images)
+            grid = image_grid(self.images[:256])
+            save_png(grid, d / "samples.png", upscale=grid_upscale(self.images.shape[1]))
+        elif self.points is not None:
+            atomic_savez(npath, arr_0=self.points)
+            save_points_png(self.points, d / "samples.png")
+        return jpath, npath
+
+
+def sample(
+    run: Any,
+    n: int = 64,
+    steps: int = 100,
+    sampler: str = "ddpm",
+    eta: float = 0.0,
+    seed: int = 0,
+    respacing: str | None = None,
+    clip_denoised: bool = True,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> SampleResult:
+    """Draw ``n`` samples from a :class:`flatkit.run.Run` with T' = ``steps`` (Python twin of ``flatkit
+    sample``)."""
+    import time
+
+    from flatkit.results import make_meta
+
+    t0 = time.perf_counter()
+    cfg = SamplerConfig(
+        n=n,
+        steps=steps,
+        sampler=sampler,
+        eta=eta,
+        seed=seed,
+        respacing=respacing,
+        clip_denoised=clip_denoised,
+        batch_size=batch_size,
+    ).validate()
+    diff = respaced(run.diffusion, cfg)
+    shape = sample_shape(run.config.model)
+    dev = torch.device(device) if device is not None else _model_device(run.model)
+    x = draw_samples(run.model, diff, cfg, shape, device=dev, progress=progress)
+    res = SampleResult(
+        sampler=vars(cfg).copy(),
+        respacing=respacing_spec(int(diff.original_num_steps), cfg),
+        timestep_map=[int(v) for v in diff.timestep_map],
+        shape=list(shape),
+        seeds=[sample_seed(seed, i) for i in range(n)],
+    )
+    if len(shape) == 3:
+        res.images = to_uint8(x)
+    else:
+        res.points = x.numpy().astype(np.float32)
+    res.meta = make_meta(config=vars(cfg), run=run, device=dev, wall_time_s=time.perf_counter() - t0)
+    return res
