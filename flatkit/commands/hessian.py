@@ -62,31 +62,37 @@ def analyse(obj: Any, top_k: int, tol: float, max_iter: int | None, trace: bool,
             per_timestep: int | None, seed: int, hvp_mode: str, basis_device: str) -> tuple[dict, dict]:
     """The requested analyses of one objective: (JSON-able numbers, arrays for the npz)."""
     from flatkit.curvature import hessian_trace, per_timestep_curvature, spectral_density, top_eigenvalues
+    from flatkit.curvature.hvp import hvp_progress
 
     loss = obj.check_determinism()
     out: dict[str, Any] = {"loss": float(loss), "num_params": obj.num_params}
     arrays: dict[str, np.ndarray] = {}
     if top_k > 0:
-        r = top_eigenvalues(obj, k=top_k, tol=tol, max_iter=max_iter, seed=seed,
-                            mode=hvp_mode, basis_device=basis_device, check=False, eigenvectors=False)
+        budget = min(obj.num_params, max(100, 20 * top_k)) if max_iter is None else max_iter
+        with hvp_progress(f"top-{top_k} eigenvalues (Lanczos)", total=budget):
+            r = top_eigenvalues(obj, k=top_k, tol=tol, max_iter=max_iter, seed=seed,
+                                mode=hvp_mode, basis_device=basis_device, check=False, eigenvectors=False)
         out["top_eigenvalues"] = {k: v for k, v in r.to_json().items() if k not in ("ritz_values", "meta")}
         out["top_eigenvalues"]["meta"] = {k: v for k, v in r.meta.items() if k != "objective"}
         arrays["top_eigenvalues"] = r.eigenvalues
         arrays["ritz_values"] = r.ritz_values
     if trace:
-        r = hessian_trace(obj, method=trace_method, rtol=trace_rtol, max_hvps=trace_max_hvps, seed=seed,
-                          mode=hvp_mode, check=False)
+        with hvp_progress(f"trace ({trace_method})", total=trace_max_hvps):
+            r = hessian_trace(obj, method=trace_method, rtol=trace_rtol, max_hvps=trace_max_hvps, seed=seed,
+                              mode=hvp_mode, check=False)
         out["trace"] = {k: v for k, v in r.to_json().items() if k != "samples"}
         arrays["trace_samples"] = r.samples
     if density:
-        r = spectral_density(obj, runs=density_runs, steps=density_steps, seed=seed, mode=hvp_mode,
-                             basis_device=basis_device, check=False)
+        with hvp_progress("spectral density (SLQ)", total=density_runs * density_steps):
+            r = spectral_density(obj, runs=density_runs, steps=density_steps, seed=seed, mode=hvp_mode,
+                                 basis_device=basis_device, check=False)
         out["density"] = {k: v for k, v in r.to_json().items() if k not in ("grid", "density", "nodes", "weights")}
         arrays.update(density_grid=r.grid, density=r.density, density_nodes=r.nodes, density_weights=r.weights)
     if per_timestep:
-        r = per_timestep_curvature(obj, bins=per_timestep, k=max(1, min(top_k, 3)), trace=trace, tol=tol,
-                                   max_iter=max_iter, trace_method=trace_method, trace_rtol=trace_rtol,
-                                   trace_max_hvps=trace_max_hvps, seed=seed, mode=hvp_mode, check=False)
+        with hvp_progress(f"per-timestep curvature ({per_timestep} bins)"):
+            r = per_timestep_curvature(obj, bins=per_timestep, k=max(1, min(top_k, 3)), trace=trace, tol=tol,
+                                       max_iter=max_iter, trace_method=trace_method, trace_rtol=trace_rtol,
+                                       trace_max_hvps=trace_max_hvps, seed=seed, mode=hvp_mode, check=False)
         out["per_timestep"] = r.to_json()
         for k, v in r.arrays().items():
             arrays[f"per_timestep_{k}"] = v
@@ -145,12 +151,12 @@ def write_figures(outdir: Path) -> list[Path]:
               show_default=True, help="Trace estimator.")
 @click.option("--trace-rtol", metavar="R", type=click.FloatRange(min=0, min_open=True), default=1e-2,
               show_default=True, help="Stop the trace when its standard error is below R × |estimate|.")
-@click.option("--trace-max-hvps", metavar="N", type=click.IntRange(min=2), default=300, show_default=True,
+@click.option("--trace-max-hvps", metavar="N", type=click.IntRange(min=2), default=100, show_default=True,
               help="HVP budget of the trace.")
 @click.option("--density", is_flag=True, help="Spectral density by stochastic Lanczos quadrature.")
-@click.option("--density-runs", metavar="N", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--density-runs", metavar="N", type=click.IntRange(min=1), default=2, show_default=True,
               help="Random starting vectors of SLQ.")
-@click.option("--density-steps", metavar="M", type=click.IntRange(min=2), default=80, show_default=True,
+@click.option("--density-steps", metavar="M", type=click.IntRange(min=2), default=40, show_default=True,
               help="Lanczos steps per SLQ run.")
 @click.option("--per-timestep", metavar="BINS", type=click.IntRange(min=1), default=None,
               help="Also measure the top eigenvalue (and the trace with --trace) of the loss restricted to "
@@ -169,7 +175,7 @@ def write_figures(outdir: Path) -> list[Path]:
 @click.option("--basis-device", type=click.Choice(["same", "cpu"]), default="same", show_default=True,
               help="Where Lanczos keeps its basis (cpu saves GPU memory on large models).")
 @data_option
-@n_eval_option(256)
+@n_eval_option(128)
 @seed_option
 @weights_option
 @device_option
