@@ -107,3 +107,12 @@ def test_flatkit_checkpoint_weights_choice(tmp_path):
     assert not run.model.training
     with pytest.raises(UsageError, match="--adm-flags"):
         flatkit.load(p, adm_flags={"image_size": 16})
+
+
+def test_top_level_api_names():
+    import flatkit.landscape  # noqa: F401 - importing the submodule must not shadow the function
+    import flatkit.sharpness  # noqa: F401
+
+    for name in ("load", "Objective", "top_eigenvalues", "hessian_trace", "spectral_density", "landscape",
+                 "sharpness", "perturb"):
+        assert callable(getattr(flatkit, name)), name
