@@ -16,6 +16,7 @@ ALGEBRAIC eigenvalues (negative curvature is reported as negative, not as a larg
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,7 +77,7 @@ class LanczosProcess:
         b = float(torch.linalg.vector_norm(w.to(torch.float64)))
         scale = max(abs(x) for x in self.alpha) + max(self.beta, default=0.0)
         n = q.numel()
-        if b <= 1e3 * n * torch.finfo(q.dtype).eps * max(scale, 1e-300) and self.m < n:
+        if b <= 10 * math.sqrt(n) * torch.finfo(q.dtype).eps * max(scale, 1e-300) and self.m < n:
             # invariant subspace: restart with a random vector orthogonal to the basis
             self.breakdowns += 1
             gen = self.generator if self.generator is not None else cpu_generator(self.m)

@@ -39,7 +39,7 @@ def test_fwd_rev_equals_double_backward_and_dense_hessian():
 def test_vmapped_many_equals_one_at_a_time_and_counts():
     _, _, _, obj = tiny_mlp_problem()
     V = torch.randn(5, obj.num_params, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    op1, op3 = HVP(obj, vectors_per_call=1), HVP(obj, vectors_per_call=3)
+    op1, op3 = HVP(obj, vectors_per_call=1), HVP(obj, mode="fwd_rev", vectors_per_call=3)  # vmapped
     torch.testing.assert_close(op1.many(V), op3.many(V), rtol=1e-10, atol=1e-12)
     assert op1.count == 5 and op3.count == 5
 
