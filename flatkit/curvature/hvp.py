@@ -89,10 +89,9 @@ def _hvp_double_backward(obj: Any, params: ParamDict, v: ParamDict, i: int) -> P
 class HVP:
     """The linear map ``v ↦ H v`` of an objective on flat vectors, counting the products it computes.
 
-    ``mode``: "auto", "fwd_rev" or "double_backward". "auto" is forward-over-reverse on accelerators (falling
-    back to double backward once if the model has an operation torch.func cannot differentiate forward) and
-    double backward on the CPU, where it measured faster (benchmarks/bench_hessian.py: 3.2x a gradient
-    against 4.5x for the tiny UNet). The choice depends only on the device, so results are reproducible.
+    ``mode``: "auto", "fwd_rev" or "double_backward". "auto" is double backward, which measured faster than
+    forward-over-reverse on both the CPU (3.2x a gradient against 4.5x for the tiny UNet) and an H200 (1.93x
+    against 2.86x), see docs/benchmarks.md; "fwd_rev" is kept for models where it wins.
     ``vectors_per_call``: how many vectors :meth:`many` pushes through one vmapped call (memory grows with
     it).
     """
@@ -111,7 +110,9 @@ class HVP:
         self.count = 0  # number of Hessian-vector products computed (each over the whole bank)
         first = next(iter(self.params.values()))
         self.dtype, self.device = first.dtype, first.device
-        if mode == "auto" and self.device.type == "cpu":
+        if mode == "auto":
+            # Measured (benchmarks/bench_hessian.py, tiny UNet): double backward costs 1.93x a gradient on an
+            # H200 against 2.86x forward-over-reverse, and about 3.2x against 4.5x on the CPU.
             self.mode = "double_backward"
         self.n = num_entries(self.params)
 
