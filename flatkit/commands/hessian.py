@@ -170,8 +170,10 @@ def write_figures(outdir: Path) -> list[Path]:
               help="Leave out parameters whose name matches (glob or regex); repeatable.")
 @click.option("--loss", "loss_kind", type=click.Choice(["auto", "mse", "hybrid"]), default="auto",
               show_default=True, help="ε-MSE, ADM hybrid, or what the diffusion trains with.")
-@click.option("--hvp-mode", type=click.Choice(["auto", "fwd_rev", "double_backward"]), default="auto",
-              show_default=True, help="HVP by forward-over-reverse (auto falls back to double backward).")
+@click.option("--hvp-mode", type=click.Choice(["auto", "double_backward_cached", "double_backward", "fwd_rev"]),
+              default="auto", show_default=True,
+              help="HVP: auto = double backward through each micro-batch's kept gradient graph (fastest); "
+                   "double_backward rebuilds the graph per product (less memory); fwd_rev = forward-over-reverse.")
 @click.option("--basis-device", type=click.Choice(["same", "cpu"]), default="same", show_default=True,
               help="Where Lanczos keeps its basis (cpu saves GPU memory on large models).")
 @data_option

@@ -26,7 +26,7 @@ from flatkit.errors import FlatkitError, UsageError
 
 __all__ = ["HVP", "hvp", "hvp_progress", "flatten", "unflatten", "num_entries", "HVP_MODES"]
 
-HVP_MODES = ("auto", "fwd_rev", "double_backward")
+HVP_MODES = ("auto", "fwd_rev", "double_backward", "double_backward_cached")
 
 # The progress bar that HVPs report to while an analysis runs (see :func:`hvp_progress`); None: silent.
 _progress_bar: Any = None
@@ -86,12 +86,24 @@ def _hvp_double_backward(obj: Any, params: ParamDict, v: ParamDict, i: int) -> P
     }
 
 
+def _gradient_graph(obj: Any, params: ParamDict, i: int) -> tuple[list[Tensor], list[Tensor | None]]:
+    """Leaves and ∇L_i built with ``create_graph=True``, kept so that every later product is one backward."""
+    leaves = [t.detach().requires_grad_(True) for t in params.values()]
+    with torch.enable_grad():
+        loss = obj.batch_loss(dict(zip(params, leaves, strict=True)), i)
+        g = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+    return leaves, list(g)
+
+
 class HVP:
     """The linear map ``v ↦ H v`` of an objective on flat vectors, counting the products it computes.
 
-    ``mode``: "auto", "fwd_rev" or "double_backward". "auto" is double backward, which measured faster than
-    forward-over-reverse on both the CPU (3.2x a gradient against 4.5x for the tiny UNet) and an H200 (1.93x
-    against 2.86x), see docs/benchmarks.md; "fwd_rev" is kept for models where it wins.
+    ``mode``: "auto", "fwd_rev", "double_backward" or "double_backward_cached". "auto" is the cached double
+    backward: the graph of each micro-batch's gradient is built once (``create_graph=True``) and kept, so every
+    product is one backward pass through it. It measured fastest; it holds each micro-batch's graph in memory,
+    so where that does not fit use "double_backward" (rebuilds the graph per product) or "fwd_rev". Double
+    backward measured faster than forward-over-reverse on both the CPU (3.2x a gradient against 4.5x for the
+    tiny UNet) and an H200 (1.93x against 2.86x), see docs/benchmarks.md.
     ``vectors_per_call``: how many vectors :meth:`many` pushes through one vmapped call (memory grows with
     it).
     """
@@ -112,11 +124,29 @@ class HVP:
         self.dtype, self.device = first.dtype, first.device
         if mode == "auto":
             # Measured (benchmarks/bench_hessian.py, tiny UNet): double backward costs 1.93x a gradient on an
-            # H200 against 2.86x forward-over-reverse, and about 3.2x against 4.5x on the CPU.
-            self.mode = "double_backward"
+            # H200 against 2.86x forward-over-reverse, and about 3.2x against 4.5x on the CPU; keeping the
+            # gradient's graph makes each further product a single backward pass (PyHessian does the same).
+            self.mode = "double_backward_cached"
+        self._graphs: dict[int, tuple[list[Tensor], list[Tensor | None]]] = {}
         self.n = num_entries(self.params)
 
+    def _one_batch_cached(self, v: ParamDict, i: int) -> ParamDict:
+        """H_i v = ∂(∇L_i · v)/∂θ through the kept graph of ∇L_i (one backward pass per product)."""
+        if i not in self._graphs:
+            self._graphs[i] = _gradient_graph(self.obj, self.params, i)
+        leaves, g = self._graphs[i]
+        vs = list(v.values())
+        used = [j for j, gj in enumerate(g) if gj is not None and gj.requires_grad]
+        if not used:  # the loss is linear in θ
+            return {k: torch.zeros_like(t) for k, t in self.params.items()}
+        hv = torch.autograd.grad([g[j] for j in used], leaves, grad_outputs=[vs[j] for j in used],
+                                 retain_graph=True, allow_unused=True)
+        return {k: (h if h is not None else torch.zeros_like(t))
+                for (k, t), h in zip(self.params.items(), hv, strict=True)}
+
     def _one_batch(self, v: ParamDict, i: int) -> ParamDict:
+        if self.mode == "double_backward_cached":
+            return self._one_batch_cached(v, i)
         if self.mode == "double_backward":
             return _hvp_double_backward(self.obj, self.params, v, i)
         try:
@@ -145,7 +175,7 @@ class HVP:
         out = []
         for start in range(0, V.shape[0], self.vectors_per_call):
             chunk = V[start : start + self.vectors_per_call].to(dtype=self.dtype, device=self.device)
-            if chunk.shape[0] == 1 or self.mode == "double_backward":
+            if chunk.shape[0] == 1 or self.mode.startswith("double_backward"):
                 out.extend(self(row) for row in chunk)
                 continue
             try:
