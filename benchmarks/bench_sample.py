@@ -87,13 +87,16 @@ def main() -> None:
         for sampler in ("ddim", "ddpm"):
             cfg = SamplerConfig(n=args.n, steps=args.steps, sampler=sampler, seed=0, batch_size=args.n)
             sp = respaced(diffusion, cfg)
-            t_flat = _time(lambda: draw_samples(model, sp, cfg, shape, device=device), device, args.repeats)
+            t_flat = _time(lambda sp=sp, cfg=cfg: draw_samples(model, sp, cfg, shape, device=device), device,
+                           args.repeats)
             x_T = torch.randn((args.n, *shape), generator=torch.Generator().manual_seed(0)).to(device)
             if sampler == "ddim":
-                t_bare = _time(lambda: bare_ddim(model, sp, x_T), device, args.repeats)
+                t_bare = _time(lambda sp=sp, x_T=x_T: bare_ddim(model, sp, x_T), device, args.repeats)
             else:
-                t_bare = _time(lambda: bare_ddpm(model, sp, x_T, torch.Generator().manual_seed(1)), device,
-                               args.repeats)
+                def ddpm(sp=sp, x_T=x_T):
+                    return bare_ddpm(model, sp, x_T, torch.Generator().manual_seed(1))
+
+                t_bare = _time(ddpm, device, args.repeats)
             rows[sampler] = {"flatkit_images_per_s": args.n / t_flat, "bare_images_per_s": args.n / t_bare,
                              "overhead": t_flat / t_bare - 1.0}
             print(f"{sampler}: flatkit {args.n / t_flat:8.1f} images/s, bare loop {args.n / t_bare:8.1f} "

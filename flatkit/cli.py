@@ -17,8 +17,10 @@ from flatkit.errors import FlatkitError
 
 # name -> (one-line help, issue that builds it)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("Train a DDPM (plain, SAM/ASAM, EMA, SWA, input perturbation).", "the trainer issue"),
-    "info": ("Describe a checkpoint: architecture, parameters, weights, diffusion, data, step.", "the foundation issue"),
+    "train": ("Train a DDPM (plain, SAM/ASAM, EMA, SWA, input perturbation).",
+              "the trainer issue"),
+    "info": ("Describe a checkpoint: architecture, parameters, weights, diffusion, data, step.",
+             "the foundation issue"),
     "sample": ("Draw samples (DDPM / DDIM, respaced steps) from a checkpoint.", "the robustness issue"),
     "hessian": ("Hessian top eigenvalues, trace and spectral density of the diffusion loss.", "the curvature issue"),
     "sharpness": ("Keskar / L2 / average / adaptive sharpness.", "the landscape issue"),

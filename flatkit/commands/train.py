@@ -286,7 +286,8 @@ def _preset_help() -> str:
     metavar="N",
     type=Number(int, 1),
     default=None,
-    help="CPU threads for training.  [default: 1 for the tiny and mlp presets (faster, and robust to a busy CPU), else torch's]",
+    help="CPU threads for training.  [default: 1 for the tiny and mlp presets (faster, and robust to a busy "
+    "CPU), else torch's]",
 )
 @click.option(
     "--save-every",

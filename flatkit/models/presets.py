@@ -32,7 +32,6 @@ from flatkit.models.adm_flags import model_config_from_adm_flags, unet_kwargs
 from flatkit.models.mlp import MLPDenoiser
 from flatkit.models.unet import UNetModel
 
-
 #: Standard deviation of the output conv's initialisation when ``out_init == "normal"``.
 OUT_INIT_STD = 0.02
 
