@@ -4,6 +4,7 @@ setup:
 	bash scripts/setup.sh
 
 test: setup
+	.venv/bin/ruff check flatkit tests benchmarks examples
 	.venv/bin/python -m pytest tests
 
 lint: setup
