@@ -65,6 +65,17 @@ def checkpoint_options(f: Callable) -> Callable:
     return f
 
 
+def analysis_options(n_eval: int = 64, batch_size: int = 64) -> Callable:
+    """The options every loss-based analysis of one checkpoint takes: data, bank size, seed, weights, device,
+    micro-batch, output folder and checkpoint loading."""
+    def deco(f: Callable) -> Callable:
+        for option in (checkpoint_options, out_option, batch_size_option(batch_size), device_option,
+                       weights_option, seed_option, n_eval_option(n_eval), data_option):
+            f = option(f)
+        return f
+    return deco
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` → cuda when available else cpu; an unavailable device is a usage error naming --device."""
     if device in (None, "auto"):

@@ -15,18 +15,11 @@ import click
 import numpy as np
 
 from flatkit.commands._common import (
-    batch_size_option,
-    checkpoint_options,
-    data_option,
-    device_option,
+    analysis_options,
     echo_written,
     load_run,
-    n_eval_option,
-    out_option,
     resolve_device,
     resolve_out_dir,
-    seed_option,
-    weights_option,
     write_json,
 )
 from flatkit.errors import UsageError
@@ -176,14 +169,7 @@ def write_figures(outdir: Path) -> list[Path]:
                    "double_backward rebuilds the graph per product (less memory); fwd_rev = forward-over-reverse.")
 @click.option("--basis-device", type=click.Choice(["same", "cpu"]), default="same", show_default=True,
               help="Where Lanczos keeps its basis (cpu saves GPU memory on large models).")
-@data_option
-@n_eval_option(128)
-@seed_option
-@weights_option
-@device_option
-@batch_size_option(64)
-@out_option
-@checkpoint_options
+@analysis_options(n_eval=128)
 def command(ckpt: str, top_k: int, tol: float, max_iter: int | None, trace: bool, trace_method: str,
             trace_rtol: float, trace_max_hvps: int, density: bool, density_runs: int, density_steps: int,
             per_timestep: int | None, compare: tuple[str, ...], include: tuple[str, ...],

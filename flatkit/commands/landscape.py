@@ -9,18 +9,11 @@ from typing import Any
 import click
 
 from flatkit.commands._common import (
-    batch_size_option,
-    checkpoint_options,
-    data_option,
-    device_option,
+    analysis_options,
     echo_written,
     load_run,
-    n_eval_option,
-    out_option,
     resolve_device,
     resolve_out_dir,
-    seed_option,
-    weights_option,
 )
 from flatkit.errors import UsageError
 
@@ -122,14 +115,7 @@ def load_trajectory(folder: str, weights: str, adm_flags: str | None, trust: boo
               help="Grid points per vmapped forward (and per saved block)  [default: 8 on CPU, 32 on GPU]")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out (same configuration only).")
 @click.option("--replot", metavar="DIR", default=None, help="Redraw the figures from DIR's result files; no compute.")
-@data_option
-@n_eval_option(64)
-@seed_option
-@weights_option
-@device_option
-@batch_size_option(64)
-@out_option
-@checkpoint_options
+@analysis_options(n_eval=64)
 def command(ckpt: str | None, compare: tuple[str, ...], labels: str | None, dims: int, points: int,
             span: str | None, directions: str, norm: str, bias: str, trajectory: str | None, mode: str,
             batch_points: int | None, resume: bool, replot: str | None, data: str | None, n_eval: int, seed: int,

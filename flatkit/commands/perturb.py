@@ -7,17 +7,10 @@ import time
 import click
 
 from flatkit.commands._common import (
-    batch_size_option,
-    checkpoint_options,
-    data_option,
-    device_option,
+    analysis_options,
     echo_written,
-    n_eval_option,
-    out_option,
     parse_float_list,
     resolve_out_dir,
-    seed_option,
-    weights_option,
 )
 from flatkit.commands.landscape import build_objectives, default_labels, run_meta, split_paths
 from flatkit.errors import UsageError
@@ -41,14 +34,7 @@ from flatkit.errors import UsageError
 @click.option("--no-worst", is_flag=True, help="Skip the worst-case direction.")
 @click.option("--mode", type=click.Choice(["auto", "vmap", "sequential"]), default="auto", show_default=True,
               help="Radii of one direction in one vmapped forward, one at a time, or the faster.")
-@data_option
-@n_eval_option(64)
-@seed_option
-@weights_option
-@device_option
-@batch_size_option(64)
-@out_option
-@checkpoint_options
+@analysis_options(n_eval=64)
 def command(ckpt: str, compare: tuple[str, ...], labels: str | None, radii: str, relative: str, bias: str,
             k: int, worst_steps: int, no_worst: bool, mode: str, data: str | None, n_eval: int, seed: int,
             weights: str, device: str, batch_size: int, out: str | None, adm_flags: str | None,

@@ -7,16 +7,9 @@ import time
 import click
 
 from flatkit.commands._common import (
-    batch_size_option,
-    checkpoint_options,
-    data_option,
-    device_option,
+    analysis_options,
     echo_written,
-    n_eval_option,
-    out_option,
     resolve_out_dir,
-    seed_option,
-    weights_option,
 )
 from flatkit.commands.landscape import build_objectives, run_meta
 
@@ -41,14 +34,7 @@ from flatkit.commands.landscape import build_objectives, run_meta
               default=0.95, show_default=True, help="Confidence level of the interval (average).")
 @click.option("--eta", metavar="η", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Adaptive: c = |θ| + η.")
-@data_option
-@n_eval_option(64)
-@seed_option
-@weights_option
-@device_option
-@batch_size_option(64)
-@out_option
-@checkpoint_options
+@analysis_options(n_eval=64)
 def command(ckpt: str, kind: str, eps: float | None, restarts: int, steps: int, lr: float | None, samples: int,
             confidence: float, eta: float, data: str | None, n_eval: int, seed: int, weights: str, device: str,
             batch_size: int, out: str | None, adm_flags: str | None, trust_checkpoint: bool) -> None:
