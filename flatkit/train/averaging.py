@@ -4,7 +4,10 @@ Both keep their own copies and never touch the model they read from.
 
 - EMA (ADM, ``update_ema``): after every optimizer step ``p_ema <- r p_ema + (1 - r) p`` for each rate ``r``,
   in the parameter's dtype (as ADM). Buffers are not averaged: an EMA state dict carries the raw model's
-  current buffers (the ADM UNet has none).
+  current buffers (the ADM UNet has none). With ``warmup=True`` the rate after optimizer step ``n`` is
+  ``min(r, (1 + n) / (10 + n))`` (the warm-up of TensorFlow's ``ExponentialMovingAverage(num_updates)`` and
+  diffusers' ``EMAModel``): ADM has none, so after 600 steps at r = 0.999 its EMA still holds the
+  initialisation with weight 0.999^600 = 0.55. The warm-up changes the first ~10/(1 - r) steps only.
 - SWA (Izmailov et al. 2018): a uniform running average ``p_swa <- p_swa + (p - p_swa) / (n + 1)`` of the
   weights taken at steps ``swa_start, swa_start + swa_every, ...``; floating-point buffers are averaged the
   same way, other buffers (integer counters) take the latest value.
@@ -24,7 +27,8 @@ def ema_name(rate: float) -> str:
 class EMA:
     """Exponential moving averages of a model's parameters at several rates (ADM update rule)."""
 
-    def __init__(self, model: nn.Module, rates: list[float]) -> None:
+    def __init__(self, model: nn.Module, rates: list[float], warmup: bool = False) -> None:
+        self.warmup = bool(warmup)
         for r in rates:
             if not 0.0 < float(r) < 1.0:
                 raise ValueError(f"EMA rate must lie in (0, 1), got {r}")
@@ -34,11 +38,18 @@ class EMA:
             {n: p.detach().clone() for n, p in model.named_parameters()} for _ in self.rates
         ]
 
+    def rate_at(self, rate: float, step: int | None) -> float:
+        """The rate used after optimizer step ``step`` (1-based): ``r``, or ``min(r, (1 + n) / (10 + n))``."""
+        if not self.warmup or step is None:
+            return rate
+        return min(rate, (1.0 + step) / (10.0 + step))
+
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """``p_ema <- r p_ema + (1 - r) p`` for every rate (ADM's ``update_ema``)."""
+    def update(self, model: nn.Module, step: int | None = None) -> None:
+        """``p_ema <- r p_ema + (1 - r) p`` for every rate (ADM's ``update_ema``; ``r`` warmed up if asked)."""
         params = dict(model.named_parameters())
-        for r, shadow in zip(self.rates, self.shadow, strict=True):
+        for rate, shadow in zip(self.rates, self.shadow, strict=True):
+            r = self.rate_at(rate, step)
             for n, s in shadow.items():
                 s.mul_(r).add_(params[n].detach(), alpha=1.0 - r)
 

@@ -42,6 +42,32 @@ def test_ema_several_rates():
     assert torch.equal(m[0].weight, torch.full_like(m[0].weight, 3.0))
 
 
+def test_ema_warmup_rate():
+    """With warm-up the rate after step n is min(r, (1 + n) / (10 + n)); without, ADM's constant r."""
+    m = _model()
+    _set(m, 0.0)
+    ema = EMA(m, [0.9, 0.999], warmup=True)
+    assert not EMA(m, [0.9]).warmup
+    seq = [1.0, 2.0, 3.0, 4.0, 5.0] + [6.0] * 200
+    expect = {0.9: 0.0, 0.999: 0.0}
+    for n, v in enumerate(seq, start=1):
+        _set(m, v)
+        ema.update(m, n)
+        for r in expect:
+            rn = min(r, (1 + n) / (10 + n))
+            expect[r] = rn * expect[r] + (1 - rn) * v
+    assert ema.rate_at(0.9, 1) == 2 / 11 and ema.rate_at(0.9, 1000) == 0.9
+    sds = ema.state_dicts(m)
+    for r, e in expect.items():
+        w = sds[ema_name(r)]["0.weight"]
+        torch.testing.assert_close(w, torch.full_like(w, e), rtol=0, atol=1e-12)
+    # the warm-up forgets the initialisation: after 205 steps at r = 0.999 the init's weight is tiny
+    init_weight = 1.0
+    for n in range(1, len(seq) + 1):
+        init_weight *= min(0.999, (1 + n) / (10 + n))
+    assert init_weight < 1e-4
+
+
 def test_ema_load_roundtrip():
     m = _model()
     ema = EMA(m, [0.99])
