@@ -32,6 +32,7 @@ _API = {
     "spectral_density": "flatkit.curvature",
     "per_timestep_curvature": "flatkit.curvature",
     "perturb": "flatkit.perturbation",
+    "Task": "flatkit.interop.custom",
 }
 
 __all__ = ["__version__", *_API]

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from flatkit import distributed as dist
 from flatkit.directions import ParamDict, gaussian_like, norm, normalize_direction, scale
 from flatkit.errors import UsageError
 from flatkit.landscape.evaluate import calibrate, check_mode, evaluate_block, loss_and_gradient, loss_float64
@@ -65,15 +66,20 @@ def normalise(v: ParamDict, theta: ParamDict, relative: str, bias: str = "zero")
 
 
 def worst_case_deltas(obj: Any, theta: ParamDict, radii: np.ndarray, relative: str, bias: str, steps: int,
-                      fallback: ParamDict, loss0: float) -> np.ndarray:
+                      fallback: ParamDict, loss0: float, which: Sequence[int] | None = None) -> np.ndarray:
     """max over the ascent iterates of L(θ + r·d) − L(θ) per radius (d₀ = the normalised gradient at θ, or
-    ``fallback`` when the gradient vanishes; then ``steps`` normalised-gradient ascent steps at θ + r·d)."""
+    ``fallback`` when the gradient vanishes; then ``steps`` normalised-gradient ascent steps at θ + r·d).
+
+    ``which``: compute only these radius indices (the others are left NaN); each radius is independent."""
     _, g0 = loss_and_gradient(obj, theta)
     d0 = normalise(g0, theta, relative, bias)
     if norm(d0) == 0.0:
         d0 = fallback
     out = np.zeros(len(radii))
     for j, r in enumerate(radii):
+        if which is not None and j not in which:
+            out[j] = np.nan
+            continue
         if r == 0.0:
             continue
         d, best = d0, -math.inf
@@ -129,16 +135,29 @@ def perturb(obj: Any, radii: Sequence[float] = (0.0, 0.01, 0.02, 0.04, 0.06, 0.0
         batch_points = max(1, r.size)
     for m, (o, th) in enumerate(zip(objs, thetas, strict=False)):
         dirs = [normalise({n: z[n].to(th[n].device) for n in z}, th, relative, bias) for z in raw]
-        if mode == "auto":
-            mode, timing = calibrate(o, th, dirs[:1], coeffs[:batch_points])
+        if mode == "auto":  # timed on rank 0 alone when several ranks share the work (torchrun)
+            mode, timing = dist.run_on_main(lambda o=o, th=th, dirs=dirs: calibrate(
+                o, th, dirs[:1], coeffs[:batch_points]))
         L0 = loss_float64(o, th)
         loss0.append(L0)
-        for j, d in enumerate(dirs):
-            vals = np.concatenate([evaluate_block(o, th, [d], coeffs[s:s + batch_points], mode)
+        # several ranks: the random directions, and the worst-case radii, dealt round-robin and gathered
+        mine = {}
+        for j in dist.shard(range(k)):
+            vals = np.concatenate([evaluate_block(o, th, [dirs[j]], coeffs[s:s + batch_points], mode)
                                    for s in range(0, r.size, batch_points)])
-            deltas[m, j] = vals - L0
+            mine[j] = vals - L0
+        for part in dist.all_gather_objects(mine):
+            for j, v in part.items():
+                deltas[m, j] = v
         if worst_case:
-            worst[m] = worst_case_deltas(o, th, r, relative, bias, worst_steps, dirs[0], L0)
+            which = dist.shard([j for j in range(r.size) if r[j] != 0.0]) if dist.world() > 1 else None
+            w = worst_case_deltas(o, th, r, relative, bias, worst_steps, dirs[0], L0, which=which)
+            if which is None:
+                worst[m] = w
+            else:
+                for part in dist.all_gather_objects({j: float(w[j]) for j in which}):
+                    for j, v in part.items():
+                        worst[m, j] = v
     mean = deltas.mean(axis=1)
     std = deltas.std(axis=1, ddof=1) if k > 1 else np.zeros_like(mean)
     return PerturbResult(

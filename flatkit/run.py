@@ -113,8 +113,10 @@ def load(
 ) -> Run:
     """Load a checkpoint as a :class:`Run` (model in eval mode, float64 diffusion schedule).
 
-    ``path``: a flatkit checkpoint (or a training folder holding ``ckpt.pt``), or a plain ADM
-    (guided-diffusion / DDPM-IP) state dict. ``weights``: ``raw`` / ``ema`` / ``ema_<rate>`` / ``swa``.
+    ``path``: a flatkit checkpoint (or a training folder holding ``ckpt.pt``), a plain ADM
+    (guided-diffusion / DDPM-IP) state dict, or a diffusers ``UNet2DModel`` directory (``config.json`` + weights,
+    or a pipeline holding ``unet/`` and ``scheduler/``; see :mod:`flatkit.interop.diffusers`).
+    ``weights``: ``raw`` / ``ema`` / ``ema_<rate>`` / ``swa`` (a diffusers variant name for a diffusers directory).
     ``adm_flags``: ADM command-line flags (dict or JSON file) for state dicts, which carry no configuration;
     what the shapes determine is inferred and contradicting flags are refused. ``trust=True`` allows a full
     unpickle of a file that ``weights_only=True`` refuses (only for files you trust).
@@ -124,6 +126,13 @@ def load(
     from flatkit.models.presets import build_model
 
     p = Path(path)
+    if p.is_dir() and not (p / "ckpt.pt").is_file():
+        from flatkit.interop.diffusers import is_diffusers_dir, load_diffusers
+
+        if is_diffusers_dir(p):  # config.json + diffusion_pytorch_model.*, or a pipeline holding unet/
+            if adm_flags is not None:
+                raise UsageError(f"--adm-flags: {path} is a diffusers directory, which carries its own configuration")
+            return load_diffusers(p, weights=weights, trust=trust, device=device)
     if p.is_dir():
         if (p / "ckpt.pt").is_file():
             p = p / "ckpt.pt"

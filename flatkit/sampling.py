@@ -304,7 +304,8 @@ def sample(
     progress: bool = False,
 ) -> SampleResult:
     """Draw ``n`` samples from a :class:`flatkit.run.Run` with T' = ``steps`` (Python twin of ``flatkit
-    sample``)."""
+    sample``). Under torchrun (an initialised group of several ranks) the batches are shared out and the samples
+    gathered on rank 0; the other ranks get a result without samples."""
     import time
 
     from flatkit.results import make_meta
@@ -320,10 +321,24 @@ def sample(
         clip_denoised=clip_denoised,
         batch_size=batch_size,
     ).validate()
+    from flatkit import distributed as dist
+
     diff = respaced(run.diffusion, cfg)
     shape = sample_shape(run.config.model)
     dev = torch.device(device) if device is not None else _model_device(run.model)
-    x = draw_samples(run.model, diff, cfg, shape, device=dev, progress=progress)
+    if dist.world() == 1:
+        x = draw_samples(run.model, diff, cfg, shape, device=dev, progress=progress)
+    else:  # several ranks (torchrun): whole batches dealt round-robin, gathered on rank 0 in index order
+        idx = dist.batch_shard(n, batch_size)
+        mine = draw_samples(run.model, diff, cfg, shape, device=dev, indices=idx,
+                            progress=progress and dist.is_main()) if idx else torch.zeros((0, *shape))
+        parts = dist.gather_objects((idx, mine))
+        x = None  # the other ranks return no samples
+        if parts is not None:
+            x = torch.zeros((n, *shape), dtype=torch.float32)
+            for part_idx, part in parts:
+                if part_idx:
+                    x[torch.as_tensor(part_idx)] = part
     res = SampleResult(
         sampler=vars(cfg).copy(),
         respacing=respacing_spec(int(diff.original_num_steps), cfg),
@@ -331,9 +346,9 @@ def sample(
         shape=list(shape),
         seeds=[sample_seed(seed, i) for i in range(n)],
     )
-    if len(shape) == 3:
+    if x is not None and len(shape) == 3:
         res.images = to_uint8(x)
-    else:
+    elif x is not None:
         res.points = x.numpy().astype(np.float32)
     res.meta = make_meta(config=vars(cfg), run=run, device=dev, wall_time_s=time.perf_counter() - t0)
     return res

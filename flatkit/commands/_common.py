@@ -17,7 +17,8 @@ from flatkit.errors import UsageError
 
 def weights_option(f: Callable) -> Callable:
     return click.option("--weights", metavar="raw|ema|swa", default="raw", show_default=True,
-                        help="Which weights of the checkpoint: raw, ema (first rate), ema_<rate>, swa.")(f)
+                        help="Which weights of the checkpoint: raw, ema (first rate), ema_<rate>, swa "
+                             "(a diffusers directory: raw or a variant name).")(f)
 
 
 def device_option(f: Callable) -> Callable:
@@ -65,11 +66,55 @@ def checkpoint_options(f: Callable) -> Callable:
     return f
 
 
+def model_options(f: Callable) -> Callable:
+    """``--model MODULE:FACTORY`` (any torch model instead of CKPT), ``--diffusion-steps``, ``--noise-schedule``.
+
+    Wraps the command so that, with ``--model``, CKPT becomes a :class:`~flatkit.interop.custom.ModelSpec` (a
+    string carrying the diffusion options) that :func:`load_run` and :func:`make_objective` recognise.
+    """
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, model: str | None = None, diffusion_steps: int | None = None,
+                noise_schedule: str | None = None, **kwargs: Any) -> Any:
+        if model is None:
+            for name, value in (("--diffusion-steps", diffusion_steps), ("--noise-schedule", noise_schedule)):
+                if value is not None:
+                    raise UsageError(f"{name}: only with --model (a checkpoint records its own diffusion)")
+            if "ckpt" in kwargs and kwargs["ckpt"] is None and not kwargs.get("replot"):
+                raise UsageError("CKPT: a checkpoint is required (or --model MODULE:FACTORY)")
+            return f(*args, **kwargs)
+        from flatkit.interop.custom import ModelSpec
+
+        if kwargs.get("ckpt") is not None:
+            raise UsageError(f"--model: pass either CKPT ({kwargs['ckpt']}) or --model {model}, not both")
+        for name, key in (("--compare", "compare"), ("--trajectory", "trajectory"), ("--adm-flags", "adm_flags"),
+                          ("--replot", "replot")):
+            if kwargs.get(key):
+                raise UsageError(f"{name}: not available with --model")
+        kwargs["ckpt"] = ModelSpec(model, diffusion_steps if diffusion_steps is not None else 1000,
+                                   noise_schedule if noise_schedule is not None else "linear")
+        return f(*args, **kwargs)
+
+    g: Callable = wrapper
+    g = click.option("--noise-schedule", type=click.Choice(["linear", "cosine"]), default=None,
+                     help="With --model: the beta schedule of the diffusion.  [default: linear]")(g)
+    g = click.option("--diffusion-steps", metavar="T", type=click.IntRange(min=1), default=None,
+                     help="With --model: the number of diffusion steps.  [default: 1000]")(g)
+    g = click.option("--model", metavar="MODULE:FACTORY", default=None,
+                     help="Analyse any torch model instead of CKPT: FACTORY() in MODULE (a dotted name found from "
+                          "the current directory and sys.path, or a .py file) returns a denoiser nn.Module "
+                          "model(x_t, t) -> eps (needs --data) or a flatkit.Task; --weights FILE then names a "
+                          "state-dict file (.pt or .safetensors) loaded into it (default: the factory's own "
+                          "initialisation).")(g)
+    return g
+
+
 def analysis_options(n_eval: int = 64, batch_size: int = 64) -> Callable:
     """The options every loss-based analysis of one checkpoint takes: data, bank size, seed, weights, device,
-    micro-batch, output folder and checkpoint loading."""
+    micro-batch, output folder, checkpoint loading and ``--model`` (any torch model)."""
     def deco(f: Callable) -> Callable:
-        for option in (checkpoint_options, out_option, batch_size_option(batch_size), device_option,
+        for option in (model_options, checkpoint_options, out_option, batch_size_option(batch_size), device_option,
                        weights_option, seed_option, n_eval_option(n_eval), data_option):
             f = option(f)
         return f
@@ -111,15 +156,33 @@ def resolve_out_dir(out: str | None, name: str) -> Path:
 
 def load_run(ckpt: str, weights: str = "raw", adm_flags: str | None = None, trust: bool = False,
              device: str | torch.device | None = None):
-    """Load a checkpoint for a command; ADM flags that had to be assumed are reported on stderr."""
+    """Load a checkpoint for a command (or, for a ``--model`` spec, build the model); assumptions go to stderr."""
+    from flatkit.interop.custom import ModelSpec, load_custom
     from flatkit.run import load
 
-    run = load(ckpt, weights=weights, adm_flags=adm_flags, trust=trust,
-               device=resolve_device(device) if isinstance(device, str) else device)
-    if run.assumed:
+    dev = resolve_device(device) if isinstance(device, str) else device
+    if isinstance(ckpt, ModelSpec):
+        return load_custom(ckpt, weights=None if weights == "raw" else weights, diffusion_steps=ckpt.diffusion_steps,
+                           noise_schedule=ckpt.noise_schedule, trust=trust, device=dev)
+    run = load(ckpt, weights=weights, adm_flags=adm_flags, trust=trust, device=dev)
+    if run.assumed and run.config.source == "adm":
         click.echo(f"note: {ckpt}: assumed ADM defaults for {', '.join(run.assumed)} "
                    "(not determined by the state dict; pass --adm-flags to set them)", err=True)
+    elif run.assumed:
+        click.echo(f"note: {ckpt}: assumed {'; '.join(run.assumed)}", err=True)
     return run
+
+
+def make_objective(run: Any, **kwargs: Any) -> Any:
+    """``Objective(run, **kwargs)``, or the objective of a ``--model`` factory's :class:`flatkit.Task`."""
+    from flatkit.interop.custom import TaskRun, task_objective
+    from flatkit.objective import Objective
+
+    if isinstance(run, TaskRun):
+        return task_objective(run, **kwargs)
+    if run.config.source == "custom" and kwargs.get("data") is None:
+        raise UsageError("--data: required with --model (a denoiser factory records no data)")
+    return Objective(run, **kwargs)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

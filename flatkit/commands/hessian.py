@@ -18,6 +18,7 @@ from flatkit.commands._common import (
     analysis_options,
     echo_written,
     load_run,
+    make_objective,
     resolve_device,
     resolve_out_dir,
     write_json,
@@ -132,7 +133,7 @@ def write_figures(outdir: Path) -> list[Path]:
 
 
 @click.command("hessian")
-@click.argument("ckpt", metavar="CKPT")
+@click.argument("ckpt", metavar="CKPT", required=False)
 @click.option("--top-k", metavar="K", type=click.IntRange(min=0), default=1, show_default=True,
               help="Number of top (largest algebraic) Hessian eigenvalues by Lanczos; 0 skips them.")
 @click.option("--tol", metavar="TOL", type=click.FloatRange(min=0, min_open=True), default=1e-3,
@@ -177,15 +178,16 @@ def command(ckpt: str, top_k: int, tol: float, max_iter: int | None, trace: bool
             n_eval: int, seed: int, weights: str, device: str, batch_size: int, out: str | None,
             adm_flags: str | None, trust_checkpoint: bool) -> None:
     """Hessian top eigenvalues, trace and spectral density of the diffusion loss at CKPT's weights."""
-    from flatkit.objective import Objective
+    from flatkit import distributed as dist
     from flatkit.results import atomic_savez, make_meta
 
+    dist.setup_command("hessian", click.get_current_context().params)  # torchrun: join, same options
     if top_k == 0 and not (trace or density or per_timestep):
         raise UsageError("--top-k 0: nothing to compute (add --trace, --density or --per-timestep)")
     t0 = time.perf_counter()
     dev = resolve_device(device)
     runs, labels = load_runs(ckpt, _split(compare), weights, dev, adm_flags, trust_checkpoint)
-    obj = Objective(runs[0], data=data, n=n_eval, seed=seed, loss=loss_kind, include=list(include) or None,
+    obj = make_objective(runs[0], data=data, n=n_eval, seed=seed, loss=loss_kind, include=list(include) or None,
                     exclude=list(exclude) or None, batch_size=batch_size, t_bins=per_timestep)
     objs = [obj] + [obj.for_run(r) for r in runs[1:]]
     outdir = resolve_out_dir(out, "hessian")
@@ -200,7 +202,8 @@ def command(ckpt: str, top_k: int, tol: float, max_iter: int | None, trace: bool
         entries.append(numbers)
         prefix = "" if i == 0 else f"compare{i - 1}_"
         arrays.update({prefix + k: np.asarray(v) for k, v in arrs.items()})
-        _echo_summary(numbers)
+        if dist.is_main():
+            _echo_summary(numbers)
 
     config = {"ckpt": ckpt, "compare": _split(compare), "top_k": top_k, "tol": tol, "max_iter": max_iter,
               "trace": trace, "trace_method": trace_method, "trace_rtol": trace_rtol,
@@ -213,6 +216,8 @@ def command(ckpt: str, top_k: int, tol: float, max_iter: int | None, trace: bool
     if len(entries) > 1:
         report["compare"] = entries[1:]
     report["meta"] = make_meta(config=config, run=runs[0], device=dev, wall_time_s=time.perf_counter() - t0)
+    if not dist.is_main():  # several ranks (micro-batches sharded, same numbers everywhere): rank 0 writes
+        return
     outdir.mkdir(parents=True, exist_ok=True)
     jpath, npath = outdir / "hessian.json", outdir / "hessian.npz"
     write_json(jpath, report)

@@ -50,6 +50,9 @@ def command(ckpt: str, adm_flags: str | None, trust_checkpoint: bool, as_json: b
                 f"heads {m['num_heads']} / head channels {m['num_head_channels']}, "
                 f"scale-shift norm {m['use_scale_shift_norm']}, resblock up/down {m['resblock_updown']}, "
                 f"learned sigma {m['learn_sigma']}, dropout {m['dropout']}")
+    elif m["arch"].startswith("diffusers:"):
+        arch = (f"{m['arch']} {m['image_size']}x{m['image_size']}x{m['in_channels']}, {m['num_channels']} channels, "
+                f"mult {m['channel_mult']}, {m['num_res_blocks']} layers per block, dropout {m['dropout']}")
     else:
         arch = f"MLP denoiser, {m['data_dim']}-D data, hidden {m['hidden']}, depth {m['depth']}"
     click.echo(f"architecture {arch}")
@@ -59,5 +62,7 @@ def command(ckpt: str, adm_flags: str | None, trust_checkpoint: bool, as_json: b
                f"learned sigma {dif['learn_sigma']}, rescale_learned_sigmas {dif['rescale_learned_sigmas']}")
     click.echo(f"data         {d['data'] or 'not recorded'}")
     click.echo(f"step         {d['step'] if d['step'] is not None else 'not recorded'}")
-    if d["assumed_adm_flags"]:
+    if d["assumed_adm_flags"] and d["source"] == "adm":
         click.echo(f"assumed      {', '.join(d['assumed_adm_flags'])} (ADM defaults; set with --adm-flags)")
+    elif d["assumed_adm_flags"]:
+        click.echo(f"assumed      {'; '.join(d['assumed_adm_flags'])}")

@@ -12,6 +12,7 @@ from flatkit.commands._common import (
     analysis_options,
     echo_written,
     load_run,
+    make_objective,
     resolve_device,
     resolve_out_dir,
 )
@@ -26,13 +27,11 @@ def split_paths(values: tuple[str, ...]) -> list[str]:
 def build_objectives(ckpt: str, compare: list[str], weights: str, data: str | None, n_eval: int, seed: int,
                      batch_size: int, device: str, adm_flags: str | None, trust: bool) -> tuple[list, list]:
     """The runs and their objectives on ONE frozen bank (the first run's data unless ``--data``)."""
-    from flatkit.objective import Objective
-
     dev = resolve_device(device)
     runs = [load_run(ckpt, weights, adm_flags, trust, dev)]
     for c in compare:
         runs.append(load_run(c, weights, adm_flags, trust, dev))
-    obj = Objective(runs[0], data=data, n=n_eval, seed=seed, batch_size=batch_size)
+    obj = make_objective(runs[0], data=data, n=n_eval, seed=seed, batch_size=batch_size)
     objs = [obj] + [obj.for_run(r) for r in runs[1:]]
     return runs, objs
 
@@ -151,9 +150,11 @@ def command(ckpt: str | None, compare: tuple[str, ...], labels: str | None, dims
         raise UsageError("--trajectory: only with --directions pca")
     if directions == "pca" and trajectory is None:
         raise UsageError("--directions pca: needs --trajectory DIR")
+    from flatkit import distributed as dist
     from flatkit.directions import Plane, pca_directions
     from flatkit.landscape import landscape
 
+    dist.setup_command("landscape", click.get_current_context().params)  # torchrun: join, same options
     t0 = time.perf_counter()
     paths = [ckpt, *split_paths(compare)]
     lab = [s.strip() for s in labels.split(",")] if labels else default_labels(paths)
@@ -172,8 +173,9 @@ def command(ckpt: str | None, compare: tuple[str, ...], labels: str | None, dims
         dirs_arg = Plane(pdirs, coords, names=steps)
         if span is None:
             span_arg = float(abs(coords).max() * 1.25) or 1.0
-        click.echo(f"PCA: explained variance {', '.join(f'{x:.3f}' for x in ratio)}", err=True)
-    bar = _progress()
+        if dist.is_main():
+            click.echo(f"PCA: explained variance {', '.join(f'{x:.3f}' for x in ratio)}", err=True)
+    bar = _progress() if dist.is_main() else None
     res = landscape(objs[0], dims=dims, points=points, span=span_arg, directions=dirs_arg, norm=norm, bias=bias,
                     seed=seed, compare=objs[1:], labels=lab, mode=mode, batch_points=batch_points, out=outdir,
                     resume=resume, progress=bar)
@@ -184,6 +186,8 @@ def command(ckpt: str | None, compare: tuple[str, ...], labels: str | None, dims
               "batch_points": batch_points, "data": data, "n_eval": n_eval, "seed": seed, "weights": weights,
               "batch_size": batch_size}
     res.meta = run_meta(runs, objs[0].device, t0, config, res.meta)
+    if not dist.is_main():  # several ranks: rank 0 writes
+        return
     written = list(res.save(outdir))
     written += write_figures(outdir)
     echo_written(written)

@@ -17,7 +17,7 @@ from flatkit.errors import UsageError
 
 
 @click.command("perturb")
-@click.argument("ckpt", metavar="CKPT")
+@click.argument("ckpt", metavar="CKPT", required=False)
 @click.option("--compare", metavar="CKPT2", multiple=True,
               help="More checkpoints in the same figure, same bank and directions (repeat or comma-separated).")
 @click.option("--labels", metavar="A,B,..", default=None, help="Legend labels (default: the file names).")
@@ -43,8 +43,11 @@ def command(ckpt: str, compare: tuple[str, ...], labels: str | None, radii: str,
 
     Writes perturb.json, perturb.npz, perturb.png and perturb.pdf into --out.
     """
+    from flatkit import distributed as dist
     from flatkit.perturbation import load_perturb, perturb
     from flatkit.plots.landscape import plot_perturb
+
+    dist.setup_command("perturb", click.get_current_context().params)  # torchrun: join, same options
 
     r = parse_float_list(radii, "--radii")
     if any(x < 0 for x in r):
@@ -63,6 +66,8 @@ def command(ckpt: str, compare: tuple[str, ...], labels: str | None, radii: str,
               "k": k, "worst_steps": worst_steps, "worst_case": not no_worst, "mode": mode, "data": data,
               "n_eval": n_eval, "seed": seed, "weights": weights, "batch_size": batch_size}
     res.meta = run_meta(runs, objs[0].device, t0, config, res.meta)
+    if not dist.is_main():  # several ranks: rank 0 writes
+        return
     written = list(res.save(outdir))
     written += plot_perturb(load_perturb(outdir), outdir / "perturb")
     echo_written(written)

@@ -56,6 +56,7 @@ def sampler_options(default_steps: int = 100, default_n: int = 64, default_sampl
         )(f)
         f = click.option(
             "--n",
+            "--num-samples",  # the same option under a name torchrun's own parser does not take for its --nnodes
             "n",
             metavar="N",
             type=click.IntRange(min=1),
@@ -95,8 +96,10 @@ def command(
     trust_checkpoint: bool,
 ) -> None:
     """Draw samples (DDPM / DDIM, respaced steps); sample i depends only on (--seed, i), not on the batch."""
+    from flatkit import distributed as dist
     from flatkit.sampling import sample
 
+    dist.setup_command("sample", click.get_current_context().params)  # torchrun: join, same options
     dev = resolve_device(device)
     run = load_run(ckpt, weights, adm_flags, trust_checkpoint, dev)
     out_dir = resolve_out_dir(out, "sample")
@@ -113,5 +116,7 @@ def command(
         device=dev,
         progress=not no_progress,
     )
+    if not dist.is_main():  # several ranks: the samples were gathered on rank 0, which writes
+        return
     jpath, npath = res.save(out_dir)
     echo_written([jpath, npath, out_dir / "samples.png"])

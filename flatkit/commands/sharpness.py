@@ -15,7 +15,7 @@ from flatkit.commands.landscape import build_objectives, run_meta
 
 
 @click.command("sharpness")
-@click.argument("ckpt", metavar="CKPT")
+@click.argument("ckpt", metavar="CKPT", required=False)
 @click.option("--kind", type=click.Choice(["keskar", "l2", "average", "adaptive"]), default="keskar",
               show_default=True, help="Keskar ε-sharpness, L2-ball (SAM) worst case, Gaussian average, or "
                                       "adaptive (ASAM) worst case.")

@@ -203,6 +203,13 @@ def _preset_help() -> str:
     help="ASAM's eta.",
 )
 @click.option(
+    "--sam-sync/--no-sam-sync",
+    default=True,
+    show_default=True,
+    help="Under torchrun: all-reduce SAM's first-pass gradient so every rank takes the same ascent step "
+    "(the one-process SAM step); --no-sam-sync: each rank perturbs by its own slice's gradient.",
+)
+@click.option(
     "--rho-schedule",
     metavar="constant|linear",
     type=Choice(("constant", "linear")),
@@ -226,6 +233,12 @@ def _preset_help() -> str:
     default=("0.9999",),
     show_default=True,
     help="EMA rate(s), repeatable or comma-separated; 'none' for no EMA.",
+)
+@click.option(
+    "--ema-warmup/--no-ema-warmup",
+    default=True,
+    show_default=True,
+    help="EMA rate min(r, (1+n)/(10+n)) after step n; --no-ema-warmup: ADM's constant rate.",
 )
 @click.option(
     "--swa-start",
@@ -340,9 +353,11 @@ def command(
     sam_rho: float,
     sam_adaptive: bool,
     sam_eta: float,
+    sam_sync: bool,
     rho_schedule: str,
     rho_warmup: int,
     ema: tuple[str, ...],
+    ema_warmup: bool,
     swa_start: int | None,
     swa_every: int,
     ip_gamma: float,
@@ -361,8 +376,11 @@ def command(
     quiet: bool,
 ) -> None:
     """Train a DDPM (plain, SAM/ASAM, EMA, SWA, input perturbation)."""
+    from flatkit import distributed as dist
     from flatkit.commands._common import resolve_out_dir
     from flatkit.train.trainer import TrainConfig, train
+
+    dist.setup_command("train", click.get_current_context().params)  # torchrun: join, same options
 
     if resume and out is None:
         raise UsageError("--resume: needs --out DIR (the folder of the run to continue)")
@@ -383,9 +401,11 @@ def command(
         sam_rho=sam_rho,
         sam_adaptive=sam_adaptive,
         sam_eta=sam_eta,
+        sam_sync=sam_sync,
         rho_schedule=rho_schedule,
         rho_warmup=rho_warmup,
         ema=parse_ema(ema),
+        ema_warmup=ema_warmup,
         swa_start=swa_start,
         swa_every=swa_every,
         ip_gamma=ip_gamma,
@@ -407,6 +427,8 @@ def command(
     cfg = TrainConfig(**given)
     out_dir = resolve_out_dir(out, "train")
     path = train(cfg, out_dir, resume=resume, overwrite=overwrite, progress=not quiet)
+    if not dist.is_main():  # several ranks: rank 0 wrote the run
+        return
     click.echo(f"wrote {path}")
     for name in ("train.json", "metrics.jsonl"):
         click.echo(f"wrote {out_dir / name}")

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flatkit import distributed as dist
 from flatkit.curvature.vectors import ParamDict, flatten, num_entries, unflatten
 from flatkit.errors import FlatkitError, UsageError
 
@@ -39,7 +40,7 @@ def hvp_progress(desc: str, total: int | None = None, enabled: bool = True) -> I
     The estimators stop on a tolerance, so ``total`` is their HVP budget (an upper bound).
     """
     global _progress_bar
-    if not enabled:
+    if not enabled or not dist.is_main():  # several ranks: rank 0 alone draws the bar
         yield None
         return
     from tqdm.auto import tqdm
@@ -129,6 +130,9 @@ class HVP:
             self.mode = "double_backward_cached"
         self._graphs: dict[int, tuple[list[Tensor], list[Tensor | None]]] = {}
         self.n = num_entries(self.params)
+        if dist.world() > obj.n_batches and dist.is_main():
+            warnings.warn(f"{dist.world()} ranks share {obj.n_batches} micro-batch(es) of the bank: some ranks "
+                          "idle (lower --batch-size for more micro-batches)", stacklevel=2)
 
     def _one_batch_cached(self, v: ParamDict, i: int) -> ParamDict:
         """H_i v = ∂(∇L_i · v)/∂θ through the kept graph of ∇L_i (one backward pass per product)."""
@@ -164,8 +168,9 @@ class HVP:
         """H v for one flat vector v (shape (N,)); returned in the parameters' dtype."""
         vd = unflatten(v.to(dtype=self.dtype, device=self.device), self.params)
         acc = torch.zeros(self.n, dtype=torch.float64, device=self.device)
-        for i in range(self.obj.n_batches):
+        for i in dist.shard(range(self.obj.n_batches)):  # several ranks: each its micro-batches, then Σ
             acc += flatten(self._one_batch(vd, i)).to(torch.float64)
+        dist.all_reduce_sum(acc)
         self.count += 1
         _tick()
         return acc.to(self.dtype)
@@ -181,8 +186,9 @@ class HVP:
             try:
                 acc = torch.zeros(chunk.shape, dtype=torch.float64, device=self.device)
                 Vd = unflatten(chunk, self.params)
-                for i in range(self.obj.n_batches):
+                for i in dist.shard(range(self.obj.n_batches)):
                     acc += flatten_many(_hvp_fwd_rev_many(self.obj, self.params, Vd, i)).to(torch.float64)
+                dist.all_reduce_sum(acc)
                 self.count += chunk.shape[0]
                 _tick(chunk.shape[0])
                 out.extend(acc.to(self.dtype))

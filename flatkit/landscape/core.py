@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from flatkit import distributed as dist
 from flatkit.config import config_hash
 from flatkit.directions import (
     ParamDict,
@@ -256,19 +257,28 @@ def landscape(obj: Any, dims: int = 2, points: int = 21, span: float | Sequence[
     done = np.zeros(shape, dtype=bool)
     timing: dict = {}
     outdir = Path(out) if out is not None else None
+    # several ranks (torchrun): same inputs everywhere, rank 0 reads the saved run and times the modes
+    dist.check_agreement({"configuration hash (checkpoints, bank, directions)": chash}, "landscape",
+                         options=False)
     if resume:
         if outdir is None:
             raise UsageError("--resume: needs the folder of the interrupted run (--out DIR)")
-        if (outdir / "landscape.json").is_file():
+
+        def read_prev() -> tuple | None:
+            if not (outdir / "landscape.json").is_file():
+                return None
             prev = load_landscape(outdir)
             if prev.config_hash != chash:
                 raise UsageError(f"--resume {outdir}: the configuration differs from the saved run's "
                                  f"(hash {chash} vs {prev.config_hash}); use a new --out")
-            values, done = prev.values.copy(), prev.done.copy()
-            mode, timing = prev.mode, dict(prev.timing)
+            return prev.values.copy(), prev.done.copy(), prev.mode, dict(prev.timing)
+
+        prev = dist.run_on_main(read_prev)
+        if prev is not None:
+            values, done, mode, timing = prev
     if mode == "auto":
         block = coeffs[: min(batch_points, len(coeffs))]
-        mode, timing = calibrate(grid_objs[0], thetas[0], per_dirs[0], block)
+        mode, timing = dist.run_on_main(lambda: calibrate(grid_objs[0], thetas[0], per_dirs[0], block))
     batch_points_used = batch_points if mode == "vmap" else 1
 
     res = LandscapeResult(
@@ -281,28 +291,39 @@ def landscape(obj: Any, dims: int = 2, points: int = 21, span: float | Sequence[
 
     total = int(done.size)
     n_eval = 0
-    for m in range(M):
-        flat_vals = res.values[m].reshape(-1)
-        flat_done = res.done[m].reshape(-1)
-        # fixed block boundaries (multiples of batch_points), whatever the mode, so resumes are bit-exact
-        for start in range(0, len(coeffs), batch_points):
-            stop = min(start + batch_points, len(coeffs))
-            if flat_done[start:stop].all():
-                continue
+    # fixed block boundaries (multiples of batch_points), whatever the mode, so resumes are bit-exact; the
+    # blocks still to compute are dealt round-robin to the ranks (one rank: one block per round) and each
+    # round's blocks are gathered (float64) into every rank's grid before rank 0 saves the partial result
+    pending = [(m, start, min(start + batch_points, len(coeffs))) for m in range(M)
+               for start in range(0, len(coeffs), batch_points)
+               if not res.done[m].reshape(-1)[start:min(start + batch_points, len(coeffs))].all()]
+    W = dist.world()
+    for r0 in range(0, len(pending), W):
+        round_blocks = pending[r0:r0 + W]
+        mine = round_blocks[dist.rank()] if dist.rank() < len(round_blocks) else None
+        computed = None
+        if mine is not None:
+            m, start, stop = mine
             block = coeffs[start:stop]
             if mode == "vmap":
-                v = losses_vmap(grid_objs[m], thetas[m], per_dirs[m], block)
+                computed = (mine, losses_vmap(grid_objs[m], thetas[m], per_dirs[m], block))
             else:
-                v = losses_sequential(grid_objs[m], thetas[m], per_dirs[m], block)
+                computed = (mine, losses_sequential(grid_objs[m], thetas[m], per_dirs[m], block))
+        for item in dist.all_gather_objects(computed):
+            if item is None:
+                continue
+            (m, start, stop), v = item
+            flat_vals = res.values[m].reshape(-1)
+            flat_done = res.done[m].reshape(-1)
             flat_vals[start:stop] = v
             flat_done[start:stop] = True
             n_eval += stop - start
             res.values[m] = flat_vals.reshape(res.values[m].shape)
             res.done[m] = flat_done.reshape(res.done[m].shape)
-            if outdir is not None:
-                res.save(outdir)
-            if progress is not None:
-                progress(int(res.done.sum()), total)
+        if outdir is not None and dist.is_main():
+            res.save(outdir)
+        if progress is not None and dist.is_main():
+            progress(int(res.done.sum()), total)
     res.complete = bool(res.done.all())
     centre = tuple(int(np.argmin(np.abs(ax))) for _ in range(dims))
     res.loss_centre = [float(res.values[(m, *centre)]) if ax[centre[0]] == 0.0 else float("nan")
@@ -312,7 +333,9 @@ def landscape(obj: Any, dims: int = 2, points: int = 21, span: float | Sequence[
     res.meta["batch_points_used"] = batch_points_used
     n_bad = int((res.done & ~np.isfinite(res.values)).sum())
     res.meta["non_finite_points"] = n_bad
-    if outdir is not None:
+    if dist.world() > 1:
+        res.meta["ranks"] = dist.world()
+    if outdir is not None and dist.is_main():
         res.save(outdir)
     return res
 

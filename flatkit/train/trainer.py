@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from flatkit import __version__
+from flatkit import distributed as dist
 from flatkit.checkpoint import is_flatkit_checkpoint, make_checkpoint, read_pt, save_checkpoint
 from flatkit.config import DiffusionConfig, ModelConfig, RunConfig, config_hash
 from flatkit.errors import FlatkitError, UsageError
@@ -49,6 +50,7 @@ RESUMABLE_CHANGES = (
     "threads",
     "sample_count",
     "sample_steps",
+    "sam_sync",  # how ranks share the SAM ascent step under torchrun (see flatkit/distributed.py)
 )
 
 #: Files that mark a folder as holding a run.
@@ -78,9 +80,11 @@ class TrainConfig:
     sam_rho: float = 0.0  # 0: plain training
     sam_adaptive: bool = False  # ASAM with T_w = |w| + eta on all parameters
     sam_eta: float = 0.01
+    sam_sync: bool = True  # under torchrun: all-reduce the first-pass gradient (same e on every rank)
     rho_schedule: str = "constant"  # constant | linear (warm-up over rho_warmup steps)
     rho_warmup: int = 0
     ema: list[float] = field(default_factory=lambda: [0.9999])  # EMA rates (empty: none)
+    ema_warmup: bool = True  # rate min(r, (1 + n) / (10 + n)) after step n; False: ADM's constant rate
     swa_start: int | None = None  # first step whose weights enter the SWA average (None: no SWA)
     swa_every: int = 1
     ip_gamma: float = 0.0  # input perturbation gamma (DDPM-IP); 0: off
@@ -325,6 +329,9 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
         if int(ckpt["step"]) > cfg.steps:
             raise UsageError(f"--steps {cfg.steps}: the run in {out} is already at step {ckpt['step']}")
     device = resolve_device(cfg.device)
+    dist.init()  # under torchrun: DDP over the ranks, rank 0 writes (no-op in one process)
+    shard = dist.TrainSharding(cfg.batch_size, cfg.sam_sync)
+    main = dist.is_main()
     if cfg.amp == "fp16" and device.type != "cuda":
         raise UsageError("--amp fp16: needs a CUDA device (use bf16 on the CPU)")
 
@@ -344,7 +351,7 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
     sam = SAM(params, adaptive=cfg.sam_adaptive, eta=cfg.sam_eta) if cfg.sam_rho > 0 else None
-    ema = EMA(model, cfg.ema)
+    ema = EMA(model, cfg.ema, warmup=cfg.ema_warmup)
     swa = SWA(model, cfg.swa_start, cfg.swa_every) if cfg.swa_start is not None else None
     sampler = create_timestep_sampler(cfg.timestep_sampler, T)
     gens = {s: torch.Generator().manual_seed(stream_seed(cfg.seed, s)) for s in STREAMS}
@@ -352,6 +359,7 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
     window = MetricsWindow()
     step, elapsed = 0, 0.0
 
+    dist.barrier()  # every rank has checked --out and read the checkpoint before rank 0 writes
     if ckpt is not None:
         tr = ckpt["train"]
         model.load_state_dict(ckpt["weights"]["raw"])
@@ -367,36 +375,40 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
         order.load_state_dict(tr["data_order"])
         window.load_state_dict(tr["metrics_window"])
         step, elapsed = int(ckpt["step"]), float(tr["elapsed"])
-        truncate_metrics(out / "metrics.jsonl", step)
-    else:
+        if main:
+            truncate_metrics(out / "metrics.jsonl", step)
+    elif main:
         out.mkdir(parents=True, exist_ok=True)
         if overwrite:
             _clear_run_files(out)
 
     n_params = sum(p.numel() for p in model.parameters())
-    atomic_write_text(
-        out / "train.json",
-        json.dumps(
-            jsonable(
-                {
-                    "config": dataclasses.asdict(cfg),
-                    "config_hash": config_hash(_hashed(cfg)),
-                    "preset": preset,
-                    "model": model_cfg,
-                    "diffusion": diffusion_cfg,
-                    "parameters": n_params,
-                    "device": str(device),
-                    "flatkit_version": __version__,
-                    "torch_version": torch.__version__,
-                    "resumed_from_step": step if ckpt is not None else None,
-                }
-            ),
-            indent=2,
+    if main:
+        atomic_write_text(
+            out / "train.json",
+            json.dumps(
+                jsonable(
+                    {
+                        "config": dataclasses.asdict(cfg),
+                        "config_hash": config_hash(_hashed(cfg)),
+                        "preset": preset,
+                        "model": model_cfg,
+                        "diffusion": diffusion_cfg,
+                        "parameters": n_params,
+                        "device": str(device),
+                        "flatkit_version": __version__,
+                        "torch_version": torch.__version__,
+                        "resumed_from_step": step if ckpt is not None else None,
+                    }
+                ),
+                indent=2,
+            )
+            + "\n",
         )
-        + "\n",
-    )
 
     def save(at_step: int) -> None:
+        if not main:
+            return
         weights = {"raw": model.state_dict(), **ema.state_dicts(model)}
         if swa is not None and swa.n > 0:
             weights["swa"] = swa.state_dict()
@@ -419,6 +431,8 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
             save_checkpoint(ck, out / f"ckpt_{at_step}.pt")
 
     def log_line(at_step: int, lr: float, rho: float, partial: bool) -> None:
+        if not main:
+            return
         rec = {"step": at_step, **window.summary(), "lr": lr, "rho": rho, "wall_time": elapsed}
         if partial:
             rec["partial"] = True
@@ -427,10 +441,11 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
     from tqdm.auto import tqdm
 
     bar = tqdm(
-        total=cfg.steps, initial=step, desc="train", disable=not progress, dynamic_ncols=True, unit="step"
+        total=cfg.steps, initial=step, desc="train", disable=not (progress and main), dynamic_ncols=True, unit="step"
     )
     lr = lr_at(max(step, 1), cfg.lr, cfg.warmup)
     rho = rho_at(max(step, 1), cfg.sam_rho, cfg.rho_schedule, cfg.rho_warmup) if sam is not None else 0.0
+    step_model = shard.wrap(model, device)  # DDP under torchrun, the model itself in one process
     try:
         while step < cfg.steps:
             s = step + 1
@@ -440,20 +455,22 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
             rho = rho_at(s, cfg.sam_rho, cfg.rho_schedule, cfg.rho_warmup) if sam is not None else 0.0
             batch = _draw_batch(dataset, order, sampler, gens, cfg, device)
             res = train_step(
-                model,
+                step_model,
                 diffusion,
                 optimizer,
-                batch,
+                shard.local(batch),  # this rank's slice of the global batch
                 ip_gamma=cfg.ip_gamma,
                 sam=sam,
                 rho=rho,
                 grad_clip=cfg.grad_clip,
                 amp=cfg.amp,
                 scaler=scaler,
+                first_pass_context=shard.first_pass_context(step_model),
             )
+            res = shard.gather(res, batch)  # the global batch's per-sample losses, on every rank
             sampler.update(batch.t.cpu(), res.losses)
             if not res.skipped:
-                ema.update(model)
+                ema.update(model, s)
                 if swa is not None:
                     swa.maybe_update(model, s)
             if device.type == "cuda":
@@ -480,7 +497,7 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
     if window.steps > 0:
         log_line(step, lr, rho, partial=True)  # after the checkpoint, which keeps the window's sums
 
-    if cfg.sample_count > 0:
+    if cfg.sample_count > 0 and main:
         _write_preview(model, model_cfg, diffusion_cfg, ema, swa, cfg, dataset, device, out)
     return out / "ckpt.pt"
 
