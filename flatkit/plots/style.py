@@ -1,4 +1,8 @@
-"""Shared plot style: one colour per paper arm, labelled axes, ranges from the data, PNG + PDF output."""
+"""Shared plot style: one colour and one marker per paper arm, labelled axes, ranges from the data, PNG + PDF.
+
+Every figure that shows arms of the paper (Lee et al. 2025, Table 1) takes its colours from :func:`colour`, its
+markers from :func:`marker` and its order from :func:`arm_sort_key`, so an arm looks the same in every figure.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,28 @@ ARM_COLOURS: dict[str, str] = {
     "+EMA": "#E69F00",
     "+SWA": "#56B4E9",
     "+IP": "#009E73",
-    "+IP+EMA": "#F0E442",
+    "+IP+EMA": "#999933",  # olive: Okabe-Ito's yellow is unreadable on white
     "+IP+SWA": "#0072B2",
     "+SAM": "#D55E00",
     "+SAM+EMA": "#CC79A7",
     "+SAM+SWA": "#882255",
 }
+# The paper's row order (Table 1).
+ARM_ORDER: tuple[str, ...] = tuple(ARM_COLOURS)
+# One marker per arm: circle / square / triangle for the raw / EMA / SWA weights of plain training, then diamonds
+# and down-triangles (IP) and filled plus / x / star (SAM).
+ARM_MARKERS: dict[str, str] = {
+    "ADM": "o",
+    "+EMA": "s",
+    "+SWA": "^",
+    "+IP": "D",
+    "+IP+EMA": "v",
+    "+IP+SWA": "<",
+    "+SAM": "P",
+    "+SAM+EMA": "X",
+    "+SAM+SWA": "*",
+}
+FALLBACK_MARKERS = ["h", "p", ">", "d", "8", "H"]
 FALLBACK = ["#332288", "#117733", "#44AA99", "#88CCEE", "#DDCC77", "#CC6677", "#AA4499", "#999933"]
 
 RC = {
@@ -36,16 +56,40 @@ RC = {
 }
 
 
+def _norm_arm(label: str) -> str:
+    return label.strip().lower().replace("+", "").replace(" ", "").replace("adm", "") or "adm"
+
+
+_CANONICAL = {_norm_arm(k): k for k in ARM_COLOURS}
+
+
+def canonical_arm(label: str) -> str | None:
+    """The paper's spelling of an arm (``sam+ema`` → ``+SAM+EMA``, ``adm`` → ``ADM``), or None."""
+    if label.strip() in ARM_COLOURS:
+        return label.strip()
+    return _CANONICAL.get(_norm_arm(label))
+
+
 def colour(label: str, index: int = 0) -> str:
     """The arm's colour when ``label`` names an arm (``ADM``, ``+SAM``, ``sam``, ...), else a fixed cycle."""
-    key = label.strip()
-    norm = {k.lower().replace("+", "").replace("adm", "") or "adm": v for k, v in ARM_COLOURS.items()}
-    k2 = key.lower().replace("+", "").replace("adm", "") or "adm"
-    if key in ARM_COLOURS:
-        return ARM_COLOURS[key]
-    if k2 in norm:
-        return norm[k2]
+    arm = canonical_arm(label)
+    if arm is not None:
+        return ARM_COLOURS[arm]
     return FALLBACK[index % len(FALLBACK)]
+
+
+def marker(label: str, index: int = 0) -> str:
+    """The arm's marker when ``label`` names an arm, else a fixed cycle."""
+    arm = canonical_arm(label)
+    if arm is not None:
+        return ARM_MARKERS[arm]
+    return FALLBACK_MARKERS[index % len(FALLBACK_MARKERS)]
+
+
+def arm_sort_key(label: str) -> tuple[int, str]:
+    """Sort key putting the paper's arms in the paper's order, anything else after them (alphabetically)."""
+    arm = canonical_arm(label)
+    return (ARM_ORDER.index(arm), "") if arm is not None else (len(ARM_ORDER), label)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,299 @@
+"""The paper's cross-arm figures: one curve (colour + marker, :mod:`flatkit.plots.style`) per arm.
+
+Each function takes ``items``: ``(label, data)`` pairs in the order to draw (the paper's arm order), where
+``data`` holds numbers already read from result files (:mod:`flatkit.report.collect`); nothing is recomputed.
+Ranges come from the data; every axis names its quantity and unit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flatkit.plots.style import colour, marker, save, style
+
+RADIUS_WORDS = {"filter": "radius r (relative to each filter's norm)", "norm": "radius r (relative to ‖θ‖₂)",
+                "none": "radius r (‖δ‖₂, absolute)"}
+LOSS_UNIT = "ε-prediction MSE"
+
+
+def _legend(ax: Any, n: int) -> None:
+    ax.legend(frameon=False, fontsize=7 if n > 5 else 8, ncol=1 if n <= 5 else 2, handlelength=1.6)
+
+
+def _draw(ax: Any, x: np.ndarray, y: np.ndarray, label: str, i: int, ls: str = "-", **kw: Any) -> None:
+    ax.plot(x, y, ls, color=colour(label, i), marker=marker(label, i), ms=4, lw=1.3, label=label, **kw)
+
+
+def plot_perturb_arms(items: Sequence[tuple[str, dict]], stem: str | Path) -> list[Path]:
+    """ΔL(r) = L(θ + r d) − L(θ) per arm: random directions (mean ± std over K) and, when recorded, the
+    worst case (normalised-gradient ascent)."""
+    import matplotlib.pyplot as plt
+
+    has_worst = any(c.get("worst") is not None for _, c in items)
+    rel = {c.get("relative") for _, c in items}
+    xlab = RADIUS_WORDS.get(next(iter(rel)), "radius r") if len(rel) == 1 else "radius r (conventions differ!)"
+    n = len(items)
+    with style():
+        fig, axes = plt.subplots(1, 2 if has_worst else 1, figsize=(9.6 if has_worst else 5.0, 3.6), squeeze=False)
+        ax = axes[0, 0]
+        ks = sorted({c.get("k") for _, c in items if c.get("k") is not None})
+        for i, (lab, c) in enumerate(items):
+            _draw(ax, c["radii"], c["mean"], lab, i)
+            ax.fill_between(c["radii"], c["mean"] - c["std"], c["mean"] + c["std"], color=colour(lab, i),
+                            alpha=0.15, lw=0)
+        ax.set_title(f"random Gaussian directions (mean ± std over K = {', '.join(map(str, ks))})")
+        panels = [ax]
+        if has_worst:
+            ax2 = axes[0, 1]
+            for i, (lab, c) in enumerate(items):
+                if c.get("worst") is not None:
+                    _draw(ax2, c["radii"], c["worst"], lab, i)
+            ax2.set_title("worst case (normalised-gradient direction)")
+            panels.append(ax2)
+        r_all = np.concatenate([c["radii"] for _, c in items])
+        for a in panels:
+            a.axhline(0.0, color="0.6", lw=0.6, ls=":")
+            a.set_xlabel(xlab)
+            a.set_ylabel(f"ΔL = L(θ + r d) − L(θ)  [{LOSS_UNIT}]")
+            a.set_xlim(float(r_all.min()), float(r_all.max()))
+            a.grid(alpha=0.25)
+            _legend(a, n)
+        fig.suptitle("Loss under weight perturbation (lower = flatter)")
+        fig.tight_layout()
+    return save(fig, stem)
+
+
+def plot_exposure_arms(items: Sequence[tuple[str, dict]], stem: str | Path) -> list[Path]:
+    """‖ε_θ‖ along the sampling chain (solid) and on forward-noised training data (dashed) per arm, and the
+    exposure-bias gap (sampling − training) per step."""
+    import matplotlib.pyplot as plt
+
+    sq = {c.get("norm") for _, c in items} == {"squared"}
+    norm = "‖ε_θ‖₂²" if sq else "‖ε_θ‖₂"
+    n = len(items)
+    with style():
+        fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.8))
+        for i, (lab, c) in enumerate(items):
+            col = colour(lab, i)
+            axes[0].plot(c["t"], c["sampling"], "-", color=col, marker=marker(lab, i), ms=3.5, lw=1.3,
+                         label=f"{lab}")
+            axes[0].plot(c["t"], c["training"], "--", color=col, lw=1.0, alpha=0.8)
+            gm = f"{c['gap_mean']:.3g}" if c.get("gap_mean") is not None else "n/a"
+            _draw(axes[1], c["t"], c["gap"], f"{lab}", i)
+            axes[1].lines[-1].set_label(f"{lab} (mean {gm})")
+        axes[0].plot([], [], "-", color="0.3", label="sampling x̂_t")
+        axes[0].plot([], [], "--", color="0.3", label="training x_t ~ q(x_t|x_0)")
+        axes[0].set_ylabel(f"mean per-image {norm}  (ε ~ N(0, I) scale)")
+        axes[0].set_title("predicted-noise norm")
+        axes[1].axhline(0.0, color="0.5", lw=0.8)
+        axes[1].set_ylabel(f"gap: sampling − training {norm}")
+        axes[1].set_title("exposure-bias gap (closer to 0 = less bias)")
+        t_all = np.concatenate([c["t"] for _, c in items])
+        steps = sorted({c.get("steps") for _, c in items if c.get("steps")})
+        for ax in axes:
+            ax.set_xlabel(f"timestep t (T' = {', '.join(map(str, steps))}; sampling runs left → right)")
+            ax.set_xlim(float(t_all.max()), float(t_all.min()))
+            ax.grid(alpha=0.25)
+            _legend(ax, n + 2)
+        fig.tight_layout()
+    return save(fig, stem)
+
+
+def plot_quantize_arms(items: Sequence[tuple[str, dict]], stem: str | Path) -> list[Path]:
+    """Loss change and paired sample drift against the bit width, per arm (symlog where values span zero)."""
+    import matplotlib.pyplot as plt
+
+    n = len(items)
+    panels = [("loss_change", f"ΔL = L(θ̂) − L(θ)  [{LOSS_UNIT}]"),
+              ("drift_mse", "paired sample drift MSE (pixels on [−1, 1])")]
+    with style():
+        fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.6))
+        bits_all: set[int] = set()
+        for i, (lab, q) in enumerate(items):
+            b = np.asarray(q["bits"], dtype=float)
+            o = np.argsort(b)
+            bits_all |= set(q["bits"])
+            for ax, (key, _) in zip(axes, panels, strict=True):
+                y = np.array([np.nan if v is None else v for v in q[key]], dtype=float)
+                _draw(ax, b[o], y[o], lab, i)
+        for ax, (key, ylab) in zip(axes, panels, strict=True):
+            ys = np.concatenate([np.asarray([np.nan if v is None else v for v in q[key]], dtype=float)
+                                 for _, q in items])
+            ys = ys[np.isfinite(ys)]
+            if ys.size and ys.min() > 0 and ys.max() / ys.min() > 50:
+                ax.set_yscale("log")
+            elif ys.size and ys.min() < 0 < ys.max():
+                ax.axhline(0.0, color="0.5", lw=0.8)
+            ax.set_xlabel("weight bits (symmetric round-to-nearest)")
+            ax.set_xticks(sorted(bits_all))
+            ax.set_ylabel(ylab)
+            ax.grid(alpha=0.25)
+            _legend(ax, n)
+        gran = sorted({str(q.get("granularity")) for _, q in items})
+        fig.suptitle(f"Weight quantization ({', '.join(gran)}; lower = more robust)")
+        fig.tight_layout()
+    return save(fig, stem)
+
+
+def plot_flatness_arms(items: Sequence[tuple[str, dict]], stem: str | Path) -> list[Path]:
+    """Bars per arm: λ_max, trace (± standard error) and sharpness, for whichever of them were measured."""
+    import matplotlib.pyplot as plt
+
+    panels = []
+    for key, title in (("lambda_max", "top Hessian eigenvalue λ_max"), ("trace", "Hessian trace tr(H)"),
+                       ("sharpness", "sharpness")):
+        if any(f.get(key) is not None for _, f in items):
+            panels.append((key, title))
+    with style():
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 0.4, 3.4), squeeze=False)
+        labels = [lab for lab, _ in items]
+        x = np.arange(len(items))
+        for ax, (key, title) in zip(axes[0], panels, strict=True):
+            vals = np.array([np.nan if f.get(key) is None else f[key] for _, f in items], dtype=float)
+            err = None
+            if key == "trace":
+                err = np.array([0.0 if f.get("trace_stderr") is None else f["trace_stderr"] for _, f in items])
+            ax.bar(x, np.nan_to_num(vals), yerr=err, color=[colour(lab, i) for i, lab in enumerate(labels)],
+                   edgecolor="0.2", lw=0.5, capsize=3)
+            for i, v in enumerate(vals):
+                if not np.isfinite(v):
+                    ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=7, color="0.4")
+            short = {"lambda_max": "λ_max", "trace": "tr(H)", "sharpness": "sharpness"}[key]
+            unit = "[loss / parameter²]"
+            if key == "sharpness":
+                kinds = sorted({f"{f.get('sharpness_kind')} ε={f.get('sharpness_eps'):g}" for _, f in items
+                                if f.get("sharpness") is not None})
+                title = f"sharpness ({'; '.join(kinds)})"
+                unit = "[% loss increase]" if all(k.startswith("keskar") for k in kinds) else "[loss increase]"
+            ax.set_title(title, fontsize=9)
+            ax.set_ylabel(f"{short} {unit}")
+            ax.set_xticks(x)
+            ax.set_xticklabels(labels, rotation=35, ha="right")
+            ax.grid(alpha=0.25, axis="y")
+        fig.suptitle("Flatness of the loss at θ (lower = flatter)")
+        fig.tight_layout()
+    return save(fig, stem)
+
+
+def plot_landscape_arms(items: Sequence[tuple[str, dict]], stem: str | Path) -> list[Path]:
+    """2-D slices per arm as filled contours of ΔL = L − L(θ) on one shared colour scale (levels from the
+    data), the disc over which the flatness number is averaged drawn as a circle."""
+    import matplotlib.pyplot as plt
+
+    items2 = [(lab, d) for lab, d in items if d.get("dims") == 2]
+    n = len(items2)
+    ncol = min(n, 3)
+    nrow = int(np.ceil(n / ncol))
+    dl = [d["values"] - (d["loss_centre"] or 0.0) for _, d in items2]
+    finite = np.concatenate([v[np.isfinite(v)].ravel() for v in dl])
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi <= lo:
+        hi = lo + 1e-12
+    levels = np.linspace(lo, hi, 21)
+    with style():
+        fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol + 1.2, 3.1 * nrow + 0.4), squeeze=False,
+                                 layout="constrained")
+        cs = None
+        for k, ((lab, d), v) in enumerate(zip(items2, dl, strict=True)):
+            ax = axes[k // ncol, k % ncol]
+            A, B = np.meshgrid(d["coords_a"], d["coords_b"], indexing="ij")
+            cs = ax.contourf(A, B, np.ma.masked_invalid(v), levels=levels, cmap="viridis")
+            ax.contour(A, B, np.ma.masked_invalid(v), levels=levels[::4], colors="w", linewidths=0.4)
+            ax.plot([0], [0], marker=marker(lab, k), color=colour(lab, k), mec="w", ms=8)
+            th = np.linspace(0, 2 * np.pi, 100)
+            ax.plot(d["radius"] * np.cos(th), d["radius"] * np.sin(th), "w:", lw=0.8)
+            val = f"{d['value']:.3g}" if d.get("value") is not None else "n/a"
+            ax.set_title(f"{lab}: mean ΔL(r ≤ {d['radius']:g}) = {val}", fontsize=8.5, color=colour(lab, k)
+                         if colour(lab, k) != "#000000" else "k")
+            ax.set_xlabel("α (direction d₁)")
+            ax.set_ylabel("β (direction d₂)")
+            ax.set_aspect("equal")
+        for k in range(n, nrow * ncol):
+            axes[k // ncol, k % ncol].axis("off")
+        norms = sorted({str(d.get("norm")) for _, d in items2})
+        fig.suptitle(f"2-D loss slices, random directions ({', '.join(norms)}-normalised); "
+                     "dotted: the disc of the flatness number")
+        from matplotlib.ticker import MaxNLocator
+
+        fig.colorbar(cs, ax=axes.ravel().tolist(), label=f"ΔL = L − L(θ)  [{LOSS_UNIT}]", shrink=0.9,
+                     ticks=MaxNLocator(6))
+    return save(fig, stem)
+
+
+def _tile(images: np.ndarray, ncol: int) -> np.ndarray:
+    from flatkit.sampling import image_grid
+
+    g = image_grid(images, ncol=ncol, pad=1)
+    return g[..., 0] if g.shape[-1] == 1 else g
+
+
+def plot_sample_table(rows: Sequence[str], cols: Sequence[str], cells: dict[tuple[int, int], np.ndarray],
+                      stem: str | Path, title: str, ncol: int = 4) -> list[Path]:
+    """A table of sample grids: ``cells[(i, j)]`` (k, H, W, C) uint8 for row i (an arm) and column j (a
+    setting); empty where missing. Same column index within a grid = same seed."""
+    import matplotlib.pyplot as plt
+
+    R, C = len(rows), len(cols)
+    any_img = next(iter(cells.values()))
+    k = min(ncol * 2, min(v.shape[0] for v in cells.values()))
+    ncol = min(ncol, k)
+    h, w = any_img.shape[1:3]
+    aspect = (int(np.ceil(k / ncol)) * (h + 1)) / (ncol * (w + 1))
+    cw = 0.42 * ncol + 0.1
+    with style():
+        fig, axes = plt.subplots(R, C, figsize=(cw * C + 1.0, cw * aspect * R + 0.7), squeeze=False)
+        for i in range(R):
+            for j in range(C):
+                ax = axes[i, j]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for s in ax.spines.values():
+                    s.set_visible(False)
+                img = cells.get((i, j))
+                if img is not None:
+                    g = _tile(img[:k], ncol)
+                    ax.imshow(g, cmap="gray" if g.ndim == 2 else None, interpolation="nearest")
+                else:
+                    ax.text(0.5, 0.5, "not measured", ha="center", va="center", fontsize=7, color="0.5",
+                            transform=ax.transAxes)
+                if i == 0:
+                    ax.set_title(cols[j], fontsize=9)
+                if j == 0:
+                    ax.set_ylabel(rows[i], rotation=0, ha="right", va="center", fontsize=9,
+                                  color=colour(rows[i], i) if colour(rows[i], i) != "#000000" else "k")
+        fig.suptitle(title, fontsize=10)
+        fig.tight_layout()
+    return save(fig, stem)
+
+
+def landscape_plotly_html(items: Sequence[tuple[str, dict]], title: str = "2-D loss landscapes") -> str:
+    """The 2-D slices as one interactive plotly figure (a 3-D surface per arm), as an HTML ``<div>`` WITHOUT
+    plotly.js (the page includes it once)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    items2 = [(lab, d) for lab, d in items if d.get("dims") == 2]
+    n = len(items2)
+    ncol = min(n, 3)
+    nrow = int(np.ceil(n / ncol))
+    fig = make_subplots(rows=nrow, cols=ncol, specs=[[{"type": "surface"}] * ncol] * nrow,
+                        subplot_titles=[lab for lab, _ in items2], horizontal_spacing=0.02, vertical_spacing=0.06)
+    vals = [d["values"] for _, d in items2]
+    finite = np.concatenate([v[np.isfinite(v)].ravel() for v in vals])
+    for k, (lab, d) in enumerate(items2):
+        z = np.where(np.isfinite(d["values"]), d["values"], None).T  # plotly: z[row = β][col = α]
+        fig.add_trace(go.Surface(x=d["coords_a"], y=d["coords_b"], z=z, colorscale="Viridis",
+                                 cmin=float(finite.min()), cmax=float(finite.max()), showscale=(k == n - 1),
+                                 name=lab, colorbar={"title": "loss"}),
+                      row=k // ncol + 1, col=k % ncol + 1)
+        if d.get("loss_centre") is not None:
+            fig.add_trace(go.Scatter3d(x=[0.0], y=[0.0], z=[d["loss_centre"]], mode="markers", showlegend=False,
+                                       marker={"color": colour(lab, k), "size": 5}, name=f"θ ({lab})"),
+                          row=k // ncol + 1, col=k % ncol + 1)
+    fig.update_scenes(xaxis_title="α", yaxis_title="β", zaxis_title="loss")
+    fig.update_layout(title=title, template="plotly_white", height=420 * nrow, margin={"l": 0, "r": 0, "t": 60})
+    return fig.to_html(full_html=False, include_plotlyjs=False)

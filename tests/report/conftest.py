@@ -1,0 +1,91 @@
+"""Result folders of three arms (ADM, +EMA, +SAM), built once per session.
+
+Two small ADM-UNet checkpoints (32 channels, one level, no attention, 16x16 images) in the trainer's format,
+whose ``train.config`` says plain training (with EMA) or SAM (rho 0.5); random weights moved off their init so
+every layer matters. Every analysis runs through the CLI in-process with tiny budgets, so the folders hold the
+files the commands really write: ADM has every result (and samples + a detector-free fid.json), +EMA a subset,
++SAM all but fid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from flatkit.cli import main
+
+EVAL = ["--n-eval", "4", "--batch-size", "8", "--device", "cpu"]
+SAMP = ["--n", "4", "--steps", "3", "--no-progress", "--device", "cpu"]
+
+
+def cli(*args) -> None:
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    assert r.exit_code == 0, r.output
+
+
+def analyses(ckpt: Path, weights: str, out: Path, which: tuple[str, ...]) -> Path:
+    a = [ckpt, "--weights", weights, "--out", out]
+    if "hessian" in which:
+        cli("hessian", *a, "--top-k", "1", "--trace", "--max-iter", "4", "--trace-max-hvps", "4", *EVAL)
+    if "sharpness" in which:
+        cli("sharpness", *a, "--steps", "1", "--restarts", "1", *EVAL)
+    if "perturb" in which:
+        cli("perturb", *a, "--radii", "0,0.05,0.1", "--k", "2", "--worst-steps", "1", *EVAL)
+    if "landscape" in which:
+        cli("landscape", *a, "--points", "5", *EVAL)
+    if "exposure" in which:
+        cli("exposure", *a, *SAMP, "--no-delta")
+    if "prior" in which:
+        cli("prior", *a, *SAMP, "--shift", "0,0.5", "--scale", "1", "--n-ref", "8", "--n-eval", "4",
+            "--projections", "16")
+    if "quantize" in which:
+        cli("quantize", *a, *SAMP, "--bits", "8,4", "--n-ref", "8", "--n-eval", "4")
+    if "fid" in which:
+        cli("sample", ckpt, "--weights", weights, "--out", out, *SAMP)
+        cli("fid", out / "samples.npz", DATA, "--n-ref", "8", "--device", "cpu", "--no-progress",
+            "--out", out)
+    return out
+
+
+DATA = "builtin:shapes16?n=64"
+
+
+def micro_checkpoint(path: Path, seed: int, **train: object) -> Path:
+    """A checkpoint as the trainer writes it (raw + EMA weights, ``train.config``), but untrained and small."""
+    from flatkit.checkpoint import make_checkpoint, save_checkpoint
+    from flatkit.config import RunConfig
+    from flatkit.models.presets import build_model, get_preset
+    from flatkit.train.trainer import TrainConfig
+
+    m, d = get_preset("tiny")
+    m = dataclasses.replace(m, attention_resolutions="", channel_mult="1")
+    g = torch.Generator().manual_seed(seed)
+    raw = {k: v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+           for k, v in build_model(m, seed=seed).state_dict().items()}
+    ema = {k: v + 0.01 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v for k, v in raw.items()}
+    cfg = TrainConfig(data=DATA, steps=3, ema=[0.9], **train)
+    ck = make_checkpoint(RunConfig(model=m, diffusion=d, data=DATA), {"raw": raw, "ema_0.9": ema}, step=3,
+                         ema_rates=[0.9], train={"config": dataclasses.asdict(cfg)})
+    save_checkpoint(ck, path)
+    return path
+
+
+ALL = ("hessian", "sharpness", "perturb", "landscape", "exposure", "prior", "quantize")
+
+
+@pytest.fixture(scope="session")
+def result_dirs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("report")
+    (root / "plain").mkdir()
+    (root / "sam").mkdir()
+    plain = micro_checkpoint(root / "plain" / "ckpt.pt", 0)
+    sam = micro_checkpoint(root / "sam" / "ckpt.pt", 1, sam_rho=0.5)
+    return {
+        "ADM": analyses(plain, "raw", root / "res" / "plain-raw", (*ALL, "fid")),
+        "+EMA": analyses(plain, "ema", root / "res" / "plain-ema", ("hessian", "perturb", "exposure", "quantize")),
+        "+SAM": analyses(sam, "raw", root / "res" / "sam-raw", ALL),
+    }
