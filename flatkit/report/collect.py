@@ -49,7 +49,7 @@ class RunDir:
     path: Path
     label: str
     arm: str | None  # the paper's spelling when the label is one of its arms
-    label_source: str  # "--label", "train config (<file>)", "folder name"
+    label_source: str  # "given" (--label or the caller), "train config (<file>)", "folder name"
     checkpoint: str | None = None
     sha256: str | None = None
     weights: str | None = None
@@ -234,7 +234,7 @@ def read_run_dir(path: str | Path, label: str | None = None) -> RunDir:
 
     train_cfg, found = read_train_config(ckpt, folder)
     if label is not None:
-        lab, source = label, "--label"
+        lab, source = label, "given"
     elif train_cfg is not None:
         lab, source = arm_label(train_cfg, weights), f"train config ({found})"
     else:

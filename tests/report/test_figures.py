@@ -115,7 +115,7 @@ def test_label_override_and_missing_results_skip_with_a_note(result_dirs, tmp_pa
     r = run("figures", only, "--label", f"{only}=+SAM+SWA", "--out", tmp_path / "o")
     assert r.exit_code == 0, r.output
     fj = json.loads((tmp_path / "o" / "figures.json").read_text())
-    assert fj["runs"][0]["label"] == "+SAM+SWA" and fj["runs"][0]["label_source"] == "--label"
+    assert fj["runs"][0]["label"] == "+SAM+SWA" and fj["runs"][0]["label_source"] == "given"
     assert set(fj["figures"]) == {"flatness"}
     for name in ("perturb", "exposure", "quantize", "landscape", "samples", "samples_quantized"):
         assert name in fj["skipped"] and f"skipped {name}" in r.output

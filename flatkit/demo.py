@@ -1,0 +1,393 @@
+"""The paper in a box: train the tiny preset as plain (ADM), +SAM and +IP, measure every arm, write a report.
+
+``demo(out, budget)`` runs three stages, each resumable:
+
+1. train: ``flatkit train`` on ``builtin:shapes16`` for each arm (EMA and SWA tracked in each run, so three
+   trainings give the paper's nine arms: ADM, +EMA, +SWA, +IP, +IP+EMA, +IP+SWA, +SAM, +SAM+EMA, +SAM+SWA);
+2. measure: for each arm and weights choice, the flatness (top Hessian eigenvalues and trace, Keskar
+   ε-sharpness, a 2-D loss landscape, loss under weight perturbation) and what it buys (prior perturbation,
+   exposure bias, 8-bit / 4-bit quantization, and a weight-free sample-quality number from the quantization
+   run's full-precision samples), each with the same ``flatkit`` command a user would type;
+3. report: ``report.md`` and ``report.html`` from the result files (:mod:`flatkit.report`).
+
+Work is spread over ``workers`` processes (one torch thread each on a small CPU: on a 2-core machine two
+single-thread processes are much faster than one two-thread process). Every step writes its result files; a
+rerun skips what is finished (a result is reused only if it was computed from the same checkpoint bytes) and a
+killed training resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from flatkit.errors import FlatkitError, UsageError
+
+DATA = "builtin:shapes16"
+
+#: the paper's arms: (training run, weights choice) -> row label, in the paper's order
+ARMS: list[tuple[str, str, str]] = [
+    ("plain", "raw", "ADM"), ("plain", "ema", "+EMA"), ("plain", "swa", "+SWA"),
+    ("ip", "raw", "+IP"), ("ip", "ema", "+IP+EMA"), ("ip", "swa", "+IP+SWA"),
+    ("sam", "raw", "+SAM"), ("sam", "ema", "+SAM+EMA"), ("sam", "swa", "+SAM+SWA"),
+]
+
+#: what each training run adds to the plain recipe
+TRAIN_ARGS: dict[str, list[str]] = {"plain": [], "sam": ["--sam-rho", "0.5"], "ip": ["--ip-gamma", "0.1"]}
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """Sizes of one demo: ``fast`` fits 10 minutes on a 2-core CPU, ``full`` is closer to converged, ``smoke``
+    checks the pipeline in about a minute."""
+
+    steps: int  # training steps per run
+    ema: float  # EMA rate (with warm-up)
+    n_eval: int  # frozen evaluation bank of the flatness measures
+    top_k: int  # Hessian top eigenvalues
+    trace_hvps: int  # HVP budget of Hutch++
+    points: int  # landscape grid points per axis
+    perturb_k: int  # random directions of the loss-under-perturbation curves
+    n_samples: int  # samples of the prior / exposure / quantization measures
+    sample_steps: int  # T' of those samples (DDIM for prior and quantization, DDPM for exposure)
+
+    def train_args(self) -> list[str]:
+        return ["--data", DATA, "--preset", "tiny", "--steps", str(self.steps), "--ema", str(self.ema),
+                "--swa-start", str(self.steps // 3 + 1), "--save-every", "100", "--log-every", "25",
+                "--samples", "16", "--quiet"]
+
+
+BUDGETS: dict[str, Budget] = {
+    # a smoke test of the whole pipeline in about a minute (the test suite's); its numbers mean nothing
+    "smoke": Budget(steps=12, ema=0.9, n_eval=8, top_k=1, trace_hvps=4, points=3, perturb_k=2,
+                    n_samples=4, sample_steps=4),
+    "fast": Budget(steps=600, ema=0.999, n_eval=32, top_k=2, trace_hvps=24, points=9, perturb_k=4,
+                   n_samples=32, sample_steps=20),
+    "full": Budget(steps=3000, ema=0.999, n_eval=128, top_k=5, trace_hvps=100, points=21, perturb_k=8,
+                   n_samples=256, sample_steps=50),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One ``flatkit`` command line; ``name`` is the result it writes (``<out>/<name>.json``)."""
+
+    label: str
+    name: str
+    args: list[str]
+    out: str
+    ckpt: str | None = None  # the checkpoint whose bytes the result must match to be reused
+    steps: int = 0  # training tasks: the step count to reach
+
+
+def measure_tasks(budget: Budget, ckpt: str, weights: str, out: str, label: str) -> list[Task]:
+    """The demo's measures of one arm as ``flatkit`` command lines (the same a user would type)."""
+    b = budget
+    common = [ckpt, "--weights", weights, "--data", DATA, "--out", out]
+    ns = ["--n", str(b.n_samples), "--steps", str(b.sample_steps), "--no-progress"]
+    cmds = {
+        "hessian": ["hessian", *common, "--n-eval", str(b.n_eval), "--top-k", str(b.top_k), "--tol", "1e-2",
+                    "--trace", "--trace-rtol", "0.05", "--trace-max-hvps", str(b.trace_hvps)],
+        "sharpness": ["sharpness", *common, "--n-eval", str(b.n_eval), "--kind", "keskar"],
+        "landscape": ["landscape", *common, "--n-eval", str(b.n_eval), "--points", str(b.points), "--resume"],
+        "perturb": ["perturb", *common, "--n-eval", str(b.n_eval), "--k", str(b.perturb_k)],
+        "prior": ["prior", *common, *ns, "--scale", "1,1.2", "--n-eval", str(b.n_eval)],
+        "exposure": ["exposure", *common, *ns],
+        "quantize": ["quantize", *common, *ns, "--bits", "8,4", "--n-eval", str(b.n_eval)],
+    }
+    return [Task(label=label, name=k, args=v, out=out, ckpt=ckpt) for k, v in cmds.items()]
+
+
+# ------------------------------------------------------------------------------------------------ resume
+def _json(path: Path) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def result_done(task: Task) -> bool:
+    """Whether ``task``'s result exists, is complete and was computed from the current checkpoint bytes."""
+    from flatkit.results import file_sha256
+
+    res = _json(Path(task.out) / f"{task.name}.json")
+    if res is None:
+        return False
+    if "done" in res and isinstance(res.get("done"), bool) and not res["done"]:
+        return False
+    meta = res.get("meta", {})
+    if task.ckpt is not None:
+        sha = meta.get("checkpoint_sha256")
+        if sha is not None and sha != file_sha256(task.ckpt):
+            return False
+    if task.name == "landscape":  # a partial grid marks the points still to compute in landscape.npz
+        import numpy as np
+
+        try:
+            with np.load(Path(task.out) / "landscape.npz") as z:
+                return bool(z["done"].all())
+        except (OSError, KeyError, ValueError):
+            return False
+    return True
+
+
+def trained_step(run_dir: Path) -> int:
+    """The step of ``run_dir/ckpt.pt`` (0 if there is none), from the append-only metrics / train.json."""
+    from flatkit.checkpoint import read_pt
+
+    ck = run_dir / "ckpt.pt"
+    if not ck.is_file():
+        return 0
+    obj = read_pt(ck)
+    return int(obj.get("step") or 0)
+
+
+# ------------------------------------------------------------------------------------------------ workers
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+def run_flatkit(args: Sequence[str], log: str | os.PathLike) -> tuple[int, str]:
+    """Run ``flatkit ARGS`` in this process, its output appended to ``log``; returns (exit code, last line)."""
+    from flatkit.cli import main
+
+    buf = io.StringIO()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        try:
+            code = main.main(args=list(args), prog_name="flatkit", standalone_mode=False)
+        except SystemExit as e:  # click exits through SystemExit in a few paths
+            code = e.code if isinstance(e.code, int) else 1
+        except Exception as e:  # noqa: BLE001 - reported as one line by the parent, the log keeps the rest
+            import traceback
+
+            traceback.print_exc()
+            buf.write(f"flatkit: error: {type(e).__name__}: {e}\n")
+            code = 1
+    text = buf.getvalue()
+    with open(log, "a") as f:
+        f.write(f"$ flatkit {' '.join(args)}\n{text}[exit {code or 0}, {time.perf_counter() - t0:.1f} s]\n\n")
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return int(code or 0), (lines[-1] if lines else "")
+
+
+def _execute(task: Task) -> tuple[Task, int, str, float]:
+    t0 = time.perf_counter()
+    Path(task.out).mkdir(parents=True, exist_ok=True)
+    code, last = run_flatkit(task.args, Path(task.out) / "log.txt")
+    return task, code, last, time.perf_counter() - t0
+
+
+def _pool_map(tasks: list[Task], workers: int, on_done: Callable[[Task, int, str, float], None],
+              poll: Callable[[], None] | None = None) -> None:
+    """Run ``tasks`` over ``workers`` processes (in this process when 1), calling ``on_done`` as each ends."""
+    if not tasks:
+        return
+    if workers <= 1:
+        for t in tasks:
+            on_done(*_execute(t))
+        return
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    # spawn, not fork: a forked torch with live threads can deadlock; a worker that dies breaks the pool
+    # (BrokenProcessPool) instead of hanging it
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        pending = {pool.submit(_execute, t) for t in tasks}
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for f in done:
+                    on_done(*f.result())
+                if poll is not None:
+                    poll()
+        except BrokenProcessPool:
+            raise FlatkitError("a worker process died (out of memory?); rerun the same command to resume") from None
+        finally:
+            for f in pending:
+                f.cancel()
+
+
+# ------------------------------------------------------------------------------------------------ the demo
+@dataclasses.dataclass
+class DemoResult:
+    out: Path
+    report_md: Path
+    report_html: Path
+    rows: list[tuple[str, Path]]
+    wall_time_s: float
+
+
+def _demo_config(budget: str) -> dict:
+    from flatkit import __version__
+
+    return {"budget": budget, "sizes": dataclasses.asdict(BUDGETS[budget]), "data": DATA,
+            "arms": [list(a) for a in ARMS], "train_args": TRAIN_ARGS, "flatkit": __version__}
+
+
+def _check_out(out: Path, cfg: dict) -> None:
+    """Refuse a folder that holds something else, or a demo of another configuration."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    marker = out / "demo.json"
+    if marker.is_file():
+        prev = _json(marker) or {}
+        if prev.get("budget") != cfg["budget"] or prev.get("sizes") != cfg["sizes"]:
+            raise UsageError(f"--out {out}: holds a demo with --budget {prev.get('budget')} (other sizes); "
+                             "use another --out")
+    elif out.is_dir() and any(out.iterdir()):
+        raise UsageError(f"--out {out}: exists and holds other files (not a flatkit demo); use another --out")
+
+
+def demo(out: str | os.PathLike = "runs/demo", budget: str = "fast", workers: int | None = None,
+         progress: bool = True, device: str = "auto") -> DemoResult:
+    """Train plain / +SAM / +IP tiny models, measure every arm, write ``report.md`` and ``report.html``."""
+    if budget not in BUDGETS:
+        raise UsageError(f"--budget: {budget!r} is not one of {', '.join(BUDGETS)}")
+    if workers is None:
+        workers = max(1, min(os.cpu_count() or 1, 3))
+    if workers < 1:
+        raise UsageError(f"--workers: must be at least 1, got {workers}")
+    b = BUDGETS[budget]
+    out = Path(out)
+    cfg = _demo_config(budget)
+    _check_out(out, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    from flatkit.results import atomic_write_text
+
+    atomic_write_text(out / "demo.json", json.dumps(cfg, indent=2) + "\n")
+    t_start = time.perf_counter()
+    say = _Say(progress)
+
+    # 1. train (the longest run first, so two workers finish together)
+    train_dir = out / "train"
+    order = sorted(TRAIN_ARGS, key=lambda a: a != "sam")
+    todo = []
+    for arm in order:
+        rd = train_dir / arm
+        step = trained_step(rd)
+        if step >= b.steps:
+            continue
+        args = ["train", *b.train_args(), *TRAIN_ARGS[arm], "--out", str(rd), "--device", device]
+        if step > 0 or (rd / "ckpt.pt").exists():
+            args.append("--resume")
+        elif rd.exists() and any(rd.iterdir()):  # a training killed before its first checkpoint
+            args.append("--overwrite")
+        todo.append(Task(label=arm, name="train", args=args, out=str(rd), steps=b.steps))
+    if todo:
+        say.stage(f"training {len(todo)} model(s) ({', '.join(t.label for t in todo)}; {b.steps} steps each, "
+                  f"{workers} worker(s))", total=len(todo) * b.steps, unit="step")
+
+        def poll_train() -> None:
+            say.set(sum(_logged_step(Path(t.out)) for t in todo))
+
+        def train_done(task: Task, code: int, last: str, dt: float) -> None:
+            if code != 0:
+                raise FlatkitError(f"training {task.label} failed: {last} (log: {task.out}/log.txt)")
+            poll_train()
+            say.note(f"trained {task.label} in {dt:.0f} s")
+
+        _pool_map(todo, min(workers, len(todo)), train_done, poll_train)
+        say.close()
+
+    # 2. measure every arm
+    rows = []
+    tasks = []
+    for arm, weights, label in ARMS:
+        ck = str(train_dir / arm / "ckpt.pt")
+        rdir = out / "results" / f"{arm}-{weights}"
+        rows.append((label, rdir))
+        tasks += [t for t in measure_tasks(b, ck, weights, str(rdir), label) if not result_done(t)]
+    if tasks:
+        say.stage(f"measuring {len({t.label for t in tasks})} arm(s): {len(tasks)} analyses, "
+                  f"{workers} worker(s)", total=len(tasks), unit="analysis")
+
+        def measured(task: Task, code: int, last: str, dt: float) -> None:
+            if code != 0:
+                raise FlatkitError(f"{task.name} of {task.label} failed: {last} (log: {task.out}/log.txt)")
+            say.advance(f"{task.label} {task.name} {dt:.0f} s")
+
+        _pool_map(tasks, workers, measured)
+        say.close()
+
+    # 3. report
+    from flatkit.report import write_report
+
+    say.note("writing the report")
+    rep = write_report(rows, out, title=f"flatkit demo ({budget} budget)", intro=_report_notes(b))
+    wall = time.perf_counter() - t_start
+    say.note(f"done in {wall:.0f} s")
+    return DemoResult(out=out, report_md=rep.markdown, report_html=rep.html, rows=rows, wall_time_s=wall)
+
+
+def _report_notes(b: Budget) -> str:
+    return (f"Tiny ADM UNet (318,691 parameters) on `{DATA}`, {b.steps} steps each, AdamW lr 1e-3, batch 32; "
+            f"+SAM: ρ = 0.5 (vanilla SAM); +IP: γ = 0.1; +EMA: rate {b.ema:g} with warm-up; +SWA: uniform "
+            f"average from step {b.steps // 3 + 1}. Flatness on a frozen bank of {b.n_eval} (x0, t, ε); "
+            f"samples: {b.n_samples} per arm, T' = {b.sample_steps}.")
+
+
+def _logged_step(run_dir: Path) -> int:
+    """The last step written to ``run_dir/metrics.jsonl`` (cheap progress of a training in another process)."""
+    p = run_dir / "metrics.jsonl"
+    try:
+        with open(p, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+        return int(json.loads(lines[-1]).get("step", 0)) if lines else 0
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class _Say:
+    """Progress on stderr: a tqdm bar per stage and one-line notes."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def stage(self, text: str, total: int, unit: str) -> None:
+        self.note(text)
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit=unit, dynamic_ncols=True, leave=True)
+
+    def set(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.n = min(n, self.bar.total)
+            self.bar.refresh()
+
+    def advance(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.update(1)
+
+    def note(self, text: str) -> None:
+        if not self.enabled:
+            return
+        import click
+
+        if self.bar is not None:
+            self.bar.write(f"[demo] {text}")
+        else:
+            click.echo(f"[demo] {text}", err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

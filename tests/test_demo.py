@@ -1,0 +1,117 @@
+"""``flatkit demo`` end to end with the smoke budget: trains three arms, measures nine, writes the report;
+a rerun resumes; bad --out is refused without touching anything."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flatkit.demo import ARMS, BUDGETS, measure_tasks
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _flatkit(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = dict(os.environ, FLATKIT_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "flatkit.cli", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    r = _flatkit("demo", "--budget", "smoke", "--out", str(out), "--workers", "2")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return out, r
+
+
+def _summary_rows(md: str) -> dict[str, list[str]]:
+    lines = md.split("## Summary", 1)[1].splitlines()
+    table = [ln for ln in lines if ln.startswith("|")]
+    rows = {}
+    for ln in table[2:]:
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_demo_writes_the_report_of_nine_arms(smoke):
+    out, r = smoke
+    assert (out / "report.md").is_file() and (out / "report.html").is_file()
+    md = (out / "report.md").read_text()
+    rows = _summary_rows(md)
+    assert list(rows) == [label for _, _, label in ARMS]
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "cdn.plot.ly" not in html
+    # every arm got every measure, from the checkpoint of its own training run
+    for arm, weights, _ in ARMS:
+        d = out / "results" / f"{arm}-{weights}"
+        for name in ("hessian", "sharpness", "landscape", "perturb", "prior", "exposure", "quantize"):
+            res = json.loads((d / f"{name}.json").read_text())
+            assert res["meta"]["checkpoint"].endswith(f"train/{arm}/ckpt.pt"), name
+            w = res["meta"].get("weights")
+            assert w is None or w.startswith(weights), (name, w)
+    # the report's numbers are the result files' numbers
+    rep = json.loads((out / "report.json").read_text())
+    for arm, weights, label in ARMS:
+        h = json.loads((out / "results" / f"{arm}-{weights}" / "hessian.json").read_text())
+        row = next(x for x in rep["rows"] if x["label"] == label)
+        lam = h["top_eigenvalues"]["eigenvalues"][0]
+        assert row["lambda_max"] == pytest.approx(lam, rel=1e-12)
+        assert f"{lam:.4g}" in rows[label][0]
+    # the three trainings reached the budget's steps and track EMA and SWA
+    for arm in ("plain", "sam", "ip"):
+        tj = json.loads((out / "train" / arm / "train.json").read_text())
+        assert tj["config"]["steps"] == BUDGETS["smoke"].steps
+    assert "[demo] training 3 model(s)" in r.stderr and "[demo] measuring 9 arm(s)" in r.stderr
+
+
+def test_demo_rerun_resumes_without_recomputing(smoke):
+    out, _ = smoke
+    stamp = {p: p.stat().st_mtime_ns for p in (out / "results").rglob("*.json")}
+    r = _flatkit("demo", "--budget", "smoke", "--out", str(out), "--workers", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "training" not in r.stderr and "measuring" not in r.stderr
+    assert stamp == {p: p.stat().st_mtime_ns for p in (out / "results").rglob("*.json")}
+
+
+def test_demo_redoes_a_result_whose_checkpoint_changed(smoke, tmp_path):
+    out, _ = smoke
+    t = measure_tasks(BUDGETS["smoke"], str(out / "train" / "sam" / "ckpt.pt"), "raw",
+                      str(out / "results" / "sam-raw"), "+SAM")
+    from flatkit.demo import result_done
+
+    assert all(result_done(x) for x in t)
+    other = measure_tasks(BUDGETS["smoke"], str(out / "train" / "plain" / "ckpt.pt"), "raw",
+                          str(out / "results" / "sam-raw"), "+SAM")
+    assert not any(result_done(x) for x in other)
+
+
+def test_demo_refuses_a_foreign_out_dir(tmp_path):
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "thesis.tex").write_text("precious")
+    r = _flatkit("demo", "--budget", "smoke", "--out", str(d))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"flatkit demo: error: --out {d}: exists and holds other files (not a flatkit demo); use another --out"]
+    assert sorted(p.name for p in d.iterdir()) == ["thesis.tex"]
+    f = tmp_path / "file"
+    f.write_text("x")
+    r = _flatkit("demo", "--out", str(f))
+    assert r.returncode == 2 and "is not a directory" in r.stderr and f.read_text() == "x"
+
+
+def test_demo_refuses_another_budget_in_the_same_dir(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "demo.json").write_text(json.dumps({"budget": "fast", "sizes": {}}))
+    r = _flatkit("demo", "--budget", "smoke", "--out", str(d))
+    assert r.returncode == 2 and "holds a demo with --budget fast" in r.stderr
+    r = _flatkit("demo", "--budget", "huge", "--out", str(d))
+    assert r.returncode == 2 and "--budget" in r.stderr
