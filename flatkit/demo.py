@@ -368,7 +368,7 @@ class _Say:
             self.bar = tqdm(total=total, unit=unit, dynamic_ncols=True, leave=True)
 
     def set(self, n: int) -> None:
-        if self.bar is not None:
+        if self.bar is not None and min(n, self.bar.total) != self.bar.n:
             self.bar.n = min(n, self.bar.total)
             self.bar.refresh()
 
