@@ -11,4 +11,4 @@ lint: setup
 	.venv/bin/ruff check flatkit tests benchmarks examples
 
 demo: setup
-	bash examples/quickstart.sh
+	.venv/bin/flatkit demo
