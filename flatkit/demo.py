@@ -39,7 +39,7 @@ ARMS: list[tuple[str, str, str]] = [
     ("sam", "raw", "+SAM"), ("sam", "ema", "+SAM+EMA"), ("sam", "swa", "+SAM+SWA"),
 ]
 
-#: what each training run adds to the plain recipe
+#: what each training run adds to the plain recipe (SAM's ρ ramps up over 300 steps, the tiny preset's default)
 TRAIN_ARGS: dict[str, list[str]] = {"plain": [], "sam": ["--sam-rho", "0.5"], "ip": ["--ip-gamma", "0.1"]}
 
 
@@ -335,7 +335,7 @@ def demo(out: str | os.PathLike = "runs/demo", budget: str = "fast", workers: in
 
 def _report_notes(b: Budget) -> str:
     return (f"Tiny ADM UNet (318,691 parameters) on `{DATA}`, {b.steps} steps each, AdamW lr 1e-3, batch 32; "
-            f"+SAM: ρ = 0.5 (vanilla SAM); +IP: γ = 0.1; +EMA: rate {b.ema:g} with warm-up; +SWA: uniform "
+            f"+SAM: ρ = 0.5 (vanilla SAM, ρ ramped up linearly over the first 300 steps, the tiny preset's default); +IP: γ = 0.1; +EMA: rate {b.ema:g} with warm-up; +SWA: uniform "
             f"average from step {b.steps // 3 + 1}. Flatness on a frozen bank of {b.n_eval} (x0, t, ε); "
             f"samples: {b.n_samples} per arm, T' = {b.sample_steps}.")
 

@@ -213,17 +213,16 @@ def _preset_help() -> str:
     "--rho-schedule",
     metavar="constant|linear",
     type=Choice(("constant", "linear")),
-    default="constant",
-    show_default=True,
-    help="rho schedule (linear: warm-up over --rho-warmup).",
+    default=None,
+    help="rho schedule (linear: warm-up over --rho-warmup).  [default: the preset's: linear for tiny, "
+    "constant (vanilla SAM) for the others]",
 )
 @click.option(
     "--rho-warmup",
     metavar="N",
     type=Number(int, 0),
-    default=0,
-    show_default=True,
-    help="Steps of the linear rho warm-up.",
+    default=None,
+    help="Steps of the linear rho warm-up.  [default: the preset's: 300 for tiny, else 0]",
 )
 @click.option(
     "--ema",
@@ -354,8 +353,8 @@ def command(
     sam_adaptive: bool,
     sam_eta: float,
     sam_sync: bool,
-    rho_schedule: str,
-    rho_warmup: int,
+    rho_schedule: str | None,
+    rho_warmup: int | None,
     ema: tuple[str, ...],
     ema_warmup: bool,
     swa_start: int | None,

@@ -81,8 +81,8 @@ class TrainConfig:
     sam_adaptive: bool = False  # ASAM with T_w = |w| + eta on all parameters
     sam_eta: float = 0.01
     sam_sync: bool = True  # under torchrun: all-reduce the first-pass gradient (same e on every rank)
-    rho_schedule: str = "constant"  # constant | linear (warm-up over rho_warmup steps)
-    rho_warmup: int = 0
+    rho_schedule: str | None = None  # constant | linear (warm-up over rho_warmup steps); None: the preset's
+    rho_warmup: int | None = None  # None: the preset's warm-up with the linear schedule, else 0
     ema: list[float] = field(default_factory=lambda: [0.9999])  # EMA rates (empty: none)
     ema_warmup: bool = True  # rate min(r, (1 + n) / (10 + n)) after step n; False: ADM's constant rate
     swa_start: int | None = None  # first step whose weights enter the SWA average (None: no SWA)
@@ -110,14 +110,20 @@ def _positive(name: str, value, allow_zero: bool = False) -> None:
 def validate_config(cfg: TrainConfig) -> TrainConfig:
     """Check every field; returns a copy with the data spec normalised (absolute paths). Raises UsageError."""
     cfg = dataclasses.replace(cfg, ema=[float(r) for r in cfg.ema])
-    if cfg.lr is None:
-        from flatkit.data import spec_kind
-        from flatkit.models.presets import PRESET_LR
+    from flatkit.data import spec_kind
+    from flatkit.models.presets import PRESET_LR, PRESET_RHO_WARMUP
 
-        preset = cfg.preset
-        if preset == "auto":
-            preset = "mlp" if spec_kind(cfg.data) == "points" else "tiny"
+    preset = cfg.preset
+    if preset == "auto":
+        preset = "mlp" if spec_kind(cfg.data) == "points" else "tiny"
+    if cfg.lr is None:
         cfg = dataclasses.replace(cfg, lr=PRESET_LR.get(preset, 1e-4))
+    # SAM's radius schedule: the preset's (a linear ramp for `tiny`, constant for the paper's presets)
+    ramp = PRESET_RHO_WARMUP.get(preset, 0) if cfg.sam_rho and cfg.sam_rho > 0 else 0
+    if cfg.rho_schedule is None:
+        cfg = dataclasses.replace(cfg, rho_schedule="linear" if ramp else "constant")
+    if cfg.rho_warmup is None:
+        cfg = dataclasses.replace(cfg, rho_warmup=ramp if cfg.rho_schedule == "linear" else 0)
     for name in ("steps", "batch_size", "save_every", "log_every", "swa_every", "sample_steps"):
         _positive(name.replace("_", "-"), getattr(cfg, name))
     for name in ("lr",):
