@@ -6,7 +6,10 @@ grids must agree. loss-landscapes' ``planar_interpolation`` walks the grid with 
 adds before evaluating on even rows and subtracts before evaluating on odd rows); the comparison maps each of
 its values to the grid point it was really evaluated at.
 
-Run:  python benchmarks/bench_landscape.py [--ckpt CKPT] [--device cuda] [--points 11] [--n-eval 64]
+Run:  python benchmarks/bench_landscape.py [--ckpt CKPT] [--device cuda] [--points 11] [--n-eval 64] [--repeats 3]
+The contenders run in turn, ``--repeats`` rounds (flatkit sequential, each vmap B, auto, loss-landscapes, then
+again), and each keeps its best time, so load from other processes hits them alike. ``--threads`` defaults to
+1 on machines with at most 2 cores, as the flatkit CLI does.
 Prints the timings, the speed-up ratios and the largest grid differences; ``--json FILE`` writes them.
 """
 
@@ -60,45 +63,77 @@ def main() -> None:
     ap.add_argument("--batch-points", default="4,8,16")
     ap.add_argument("--span", type=float, default=1.0)
     ap.add_argument("--skip-ll", action="store_true", help="skip loss-landscapes")
+    ap.add_argument("--repeats", type=int, default=1, help="interleaved rounds; the best time of each is kept")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: 1 on machines with <= 2 cores, as the CLI)")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                    help="autocast of the model's forward, for every contender (GPU measurements)")
+    ap.add_argument("--channels-last", action="store_true", help="channels-last inputs and weights (CUDA)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    from flatkit.cli import set_cpu_threads
+
+    set_cpu_threads(args.threads)
 
     from flatkit.directions import random_directions
     from flatkit.landscape import landscape
 
     run, obj = build_objective(args.ckpt, args.n_eval, args.batch_size, args.device)
+    obj.set_precision(args.precision, args.channels_last)
     theta = obj.params
     d1, d2 = random_directions(theta, 2, seed=0, norm="filter", bias="zero")
     P, R = args.points, args.span
     out: dict = {"device": args.device, "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda")
                  else platform.processor() or "cpu", "torch": torch.__version__, "threads": torch.get_num_threads(),
                  "points": P, "n_eval": args.n_eval, "batch_size": args.batch_size,
-                 "num_params": obj.num_params, "timings_s": {}}
+                 "num_params": obj.num_params, "precision": args.precision,
+                 "channels_last": args.channels_last, "timings_s": {}}
 
-    def timed(name, fn):
-        fn_warm = fn  # one warm-up call on a 3-point grid is done by the caller
-        sync(args.device)
+    # time spent inside the objective's micro-batch loss (the model's forward and the loss: the same work for
+    # every contender) against the rest (each tool's own overhead: building grid points, walking the grid,
+    # bookkeeping), which the load of other processes disturbs far less than the total (CPU only: on a GPU the
+    # kernels run asynchronously)
+    in_model = {"s": 0.0}
+    batch_loss = obj.batch_loss
+
+    def timed_batch_loss(p, i):
         t0 = time.perf_counter()
-        res = fn_warm()
+        r = batch_loss(p, i)
+        in_model["s"] += time.perf_counter() - t0
+        return r
+
+    obj.batch_loss = timed_batch_loss
+
+    def run_timed(name, fn):
         sync(args.device)
-        out["timings_s"][name] = time.perf_counter() - t0
-        print(f"{name:28s} {out['timings_s'][name]:8.2f} s", flush=True)
+        in_model["s"] = 0.0
+        t0 = time.perf_counter()
+        res = fn()
+        sync(args.device)
+        dt = time.perf_counter() - t0
+        own = dt - in_model["s"]
+        out["timings_s"][name] = min(dt, out["timings_s"].get(name, float("inf")))
+        overhead = out.setdefault("overhead_s", {})
+        overhead[name] = min(own, overhead.get(name, float("inf")))
+        out.setdefault("all_timings_s", {}).setdefault(name, []).append(dt)
+        print(f"{name:28s} {dt:8.2f} s   (outside the objective's micro-batch loss: {own:6.3f} s)", flush=True)
         return res
 
-    landscape(obj, dims=2, points=3, span=R, directions=[d1, d2], mode="sequential", check=False)  # warm-up
-    seq = timed("flatkit sequential", lambda: landscape(obj, dims=2, points=P, span=R, directions=[d1, d2],
-                                                         mode="sequential", check=False))
-    grids = {"sequential": seq.values[0]}
+    contenders = []  # (name, warm-up, timed call)
+    contenders.append(("flatkit sequential",
+                       lambda: landscape(obj, dims=2, points=3, span=R, directions=[d1, d2], mode="sequential",
+                                         check=False),
+                       lambda: landscape(obj, dims=2, points=P, span=R, directions=[d1, d2], mode="sequential",
+                                         check=False)))
     for bp in [int(b) for b in args.batch_points.split(",")]:
-        landscape(obj, dims=2, points=3, span=R, directions=[d1, d2], mode="vmap", batch_points=bp, check=False)
-        r = timed(f"flatkit vmap (B={bp})", lambda bp=bp: landscape(
-            obj, dims=2, points=P, span=R, directions=[d1, d2], mode="vmap", batch_points=bp, check=False))
-        grids[f"vmap{bp}"] = r.values[0]
-    auto = timed("flatkit auto", lambda: landscape(obj, dims=2, points=P, span=R, directions=[d1, d2],
-                                                    mode="auto", check=False))
-    out["auto_choice"] = {"mode": auto.mode, "calibration": auto.timing}
-    out["max_abs_diff"] = {k: float(np.max(np.abs(v - grids["sequential"]))) for k, v in grids.items()}
-
+        contenders.append((f"flatkit vmap (B={bp})",
+                           lambda bp=bp: landscape(obj, dims=2, points=3, span=R, directions=[d1, d2], mode="vmap",
+                                                   batch_points=bp, check=False),
+                           lambda bp=bp: landscape(obj, dims=2, points=P, span=R, directions=[d1, d2], mode="vmap",
+                                                   batch_points=bp, check=False)))
+    contenders.append(("flatkit auto", None,
+                       lambda: landscape(obj, dims=2, points=P, span=R, directions=[d1, d2], mode="auto",
+                                         check=False)))
     if not args.skip_ll:
         import loss_landscapes
         from loss_landscapes.metrics import Metric
@@ -110,7 +145,7 @@ def main() -> None:
                 m = model_wrapper.modules[0]
                 return float(obj.loss({k: v.detach() for k, v in m.named_parameters()}))
 
-        a = seq.coords_a
+        a = np.linspace(-R, R, P)
         u = {k: (a[1] - a[0]) * d1[k] for k in theta}
         v = {k: (a[1] - a[0]) * d2[k] for k in theta}
         corner = {k: theta[k] + a[0] * d1[k] + a[0] * d2[k] - v[k] for k in theta}
@@ -125,13 +160,31 @@ def main() -> None:
         m0 = module_at(corner)
         m1 = module_at({k: corner[k] + P * u[k] for k in theta})
         m2 = module_at({k: corner[k] + P * v[k] for k in theta})
-        ll = timed("loss-landscapes", lambda: loss_landscapes.planar_interpolation(
-            m0, m1, m2, ObjectiveLoss(), steps=P, deepcopy_model=True))
+        contenders.append(("loss-landscapes", None, lambda: loss_landscapes.planar_interpolation(
+            m0, m1, m2, ObjectiveLoss(), steps=P, deepcopy_model=True)))
+
+    results = {}
+    for rnd in range(max(1, args.repeats)):
+        for name, warm, fn in contenders:
+            if rnd == 0 and warm is not None:
+                warm()  # one warm-up call on a 3-point grid
+            results[name] = run_timed(name, fn)
+    seq = results["flatkit sequential"]
+    grids = {k.replace("flatkit ", ""): r.values[0] for k, r in results.items()
+             if k.startswith("flatkit") and k != "flatkit auto"}
+    auto = results["flatkit auto"]
+    out["auto_choice"] = {"mode": auto.mode, "calibration": auto.timing}
+    out["max_abs_diff"] = {k: float(np.max(np.abs(v - grids["sequential"]))) for k, v in grids.items()}
+    out["max_abs_diff"]["auto"] = float(np.max(np.abs(auto.values[0] - grids["sequential"])))
+    out["repeats"] = max(1, args.repeats)
+    if not args.skip_ll:
+        ll = results["loss-landscapes"]
         ref = grids["sequential"]
         even = np.abs(ll[0::2] - ref[0::2]).max()
         odd = np.abs(ll[1::2, 1:] - ref[1::2, :-1]).max() if P > 1 else 0.0
         out["max_abs_diff"]["loss-landscapes"] = float(max(even, odd))
         out["loss_landscapes_note"] = "odd rows evaluated one step behind (mapped before comparing)"
+        assert np.allclose(seq.coords_a, a)
     t = out["timings_s"]
     best_vmap = min(v for k, v in t.items() if k.startswith("flatkit vmap"))
     out["ratios"] = {"sequential / best vmap": t["flatkit sequential"] / best_vmap}
@@ -139,8 +192,8 @@ def main() -> None:
         out["ratios"]["loss-landscapes / flatkit sequential"] = t["loss-landscapes"] / t["flatkit sequential"]
         out["ratios"]["loss-landscapes / flatkit auto"] = t["loss-landscapes"] / t["flatkit auto"]
         out["ratios"]["loss-landscapes / best vmap"] = t["loss-landscapes"] / best_vmap
-    print(json.dumps({"ratios": out["ratios"], "max_abs_diff": out["max_abs_diff"], "auto": out["auto_choice"]},
-                     indent=1))
+    print(json.dumps({"ratios": out["ratios"], "overhead_s": out["overhead_s"], "max_abs_diff": out["max_abs_diff"],
+                      "auto": out["auto_choice"]}, indent=1))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

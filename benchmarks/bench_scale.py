@@ -126,6 +126,16 @@ def gpu(args: argparse.Namespace) -> dict:
         js = json.loads((d / "landscape.json").read_text())
         out[f"flatkit_landscape51_{n}gpu"] = {"command_s": wall, "landscape_s": js["wall_time_s"]}
         out[f"_grid{n}"] = np.load(d / "landscape.npz")["values"]
+    # the same 51x51 grid on one GPU under bf16 autocast with channels-last (flatkit --precision/--channels-last);
+    # --mode auto, since autocast may not reach every vmapped kernel (then it runs sequential: see "mode")
+    d = work / "landscape-bf16"
+    wall = run(flatkit_cmd(1, ["landscape", ckpt, "--points", "51", "--mode", "auto", *bank, "--precision", "bf16",
+                               "--channels-last", "--out", str(d)]), env, work)
+    js = json.loads((d / "landscape.json").read_text())
+    g16 = np.load(d / "landscape.npz")["values"]
+    out["flatkit_landscape51_1gpu_bf16_channels_last"] = {
+        "command_s": wall, "landscape_s": js["wall_time_s"], "mode": js["mode"],
+        "max_rel_diff_vs_fp32": float(np.nanmax(np.abs(g16 - out["_grid1"]) / np.abs(out["_grid1"])))}
     g1, gn = out.pop("_grid1"), out.pop(f"_grid{nproc}", None)
     if gn is not None:
         out["landscape_max_abs_diff"] = float(np.nanmax(np.abs(g1 - gn)))

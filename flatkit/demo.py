@@ -335,8 +335,9 @@ def demo(out: str | os.PathLike = "runs/demo", budget: str = "fast", workers: in
 
 def _report_notes(b: Budget) -> str:
     return (f"Tiny ADM UNet (318,691 parameters) on `{DATA}`, {b.steps} steps each, AdamW lr 1e-3, batch 32; "
-            f"+SAM: ρ = 0.5 (vanilla SAM, ρ ramped up linearly over the first 300 steps, the tiny preset's default); +IP: γ = 0.1; +EMA: rate {b.ema:g} with warm-up; +SWA: uniform "
-            f"average from step {b.steps // 3 + 1}. Flatness on a frozen bank of {b.n_eval} (x0, t, ε); "
+            "+SAM: ρ = 0.5 (vanilla SAM, ρ ramped up linearly over the first 300 steps, the tiny preset's "
+            f"default); +IP: γ = 0.1; +EMA: rate {b.ema:g} with warm-up; +SWA: uniform average from step "
+            f"{b.steps // 3 + 1}. Flatness on a frozen bank of {b.n_eval} (x0, t, ε); "
             f"samples: {b.n_samples} per arm, T' = {b.sample_steps}.")
 
 

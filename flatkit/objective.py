@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from flatkit.errors import FlatkitError, UsageError
+from flatkit.memory import retry_micro_batches
 
 ParamDict = dict[str, Tensor]
 
@@ -240,6 +241,8 @@ class Objective:
         self._eps = eps.to(device)
         self._loss_key = "mse" if loss == "mse" else "loss"
         self.batch_size = int(batch_size)
+        self.precision = "fp32"  # see set_precision
+        self.channels_last = False
         self.num_timesteps = T
         self.t_range = (lo, hi)
         self.config = ObjectiveConfig(
@@ -281,6 +284,11 @@ class Objective:
         self._module = copy.deepcopy(module, memo).eval()
         self._num_params_total = sum(p.numel() for p in named.values())
         self._dtype = next(iter(self.params.values())).dtype
+        # functional_call's untying pass (a walk over every submodule per call) is only needed when one
+        # tensor is registered under several names; the state dict passed below names every other one.
+        n_all = len(list(module.named_parameters(remove_duplicate=False))) + len(
+            list(module.named_buffers(remove_duplicate=False)))
+        self._tied = n_all != len(named) + len(self._buffers)
 
     def _bank_sha256(self) -> str:
         h = hashlib.sha256()
@@ -322,6 +330,25 @@ class Objective:
     def dtype(self) -> torch.dtype:
         return self._dtype
 
+    def set_batch_size(self, batch_size: int) -> None:
+        """Change the micro-batch size (what an out-of-memory retry does; ``config.batch_size`` keeps the size
+        asked for). The loss is the same sum over the same bank, up to float rounding."""
+        if int(batch_size) < 1:
+            raise UsageError(f"--batch-size: must be at least 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+
+    def set_precision(self, precision: str = "fp32", channels_last: bool = False) -> Objective:
+        """Evaluate the model under autocast (``"bf16"`` / ``"fp16"``; ``"fp32"``: as it is) and, on CUDA, with
+        4-D inputs and weights in channels-last memory format. The model output is cast back to the parameters'
+        dtype and the losses are still accumulated in float64. Reduced precision is for loss values
+        (landscapes, perturbation); curvature (HVPs, Lanczos) degrades under it. Returns ``self``."""
+        from flatkit.precision import check_precision
+
+        check_precision(precision, self.device)
+        self.precision = precision
+        self.channels_last = bool(channels_last)
+        return self
+
     def _slice(self, i: int) -> slice:
         if not 0 <= i < self.n_batches:
             raise IndexError(f"micro-batch {i} out of range({self.n_batches})")
@@ -331,7 +358,23 @@ class Objective:
         """``model(x, t)`` evaluated at ``params`` (the analysed ones; the rest fixed), eval mode."""
         p = self.params if params is None else params
         state = {**self._fixed, **self._buffers, **p}
-        return lambda x, t: torch.func.functional_call(self._module, state, (x, t))
+        tied = getattr(self, "_tied", True)
+        precision = getattr(self, "precision", "fp32")
+        channels_last = getattr(self, "channels_last", False) and self.device.type == "cuda"
+        if precision == "fp32" and not channels_last:
+            return lambda x, t: torch.func.functional_call(self._module, state, (x, t), tie_weights=tied)
+        from flatkit.precision import autocast, to_channels_last
+
+        if channels_last:
+            state = {k: to_channels_last(v) for k, v in state.items()}
+
+        def call(x: Tensor, t: Tensor) -> Tensor:
+            with autocast(precision, x.device):
+                out = torch.func.functional_call(
+                    self._module, state, (to_channels_last(x) if channels_last else x, t), tie_weights=tied)
+            return out.to(self._dtype).contiguous()
+
+        return call
 
     def per_sample_losses(self, params: ParamDict | None, i: int) -> Tensor:
         """ℓ_j for the samples of micro-batch ``i`` (ε-MSE or hybrid, per the config)."""
@@ -346,10 +389,15 @@ class Objective:
     def loss(self, params: ParamDict | None = None) -> Tensor:
         """The full loss ``1/n Σ_j ℓ_j``, accumulated in float64 over micro-batches (0-d float64 tensor)."""
         p = self.params if params is None else params
-        total = torch.zeros((), dtype=torch.float64, device=self.device)
-        with torch.no_grad():
-            for i in range(self.n_batches):
-                total = total + self.batch_loss(p, i).to(torch.float64)
+
+        def run() -> Tensor:
+            total = torch.zeros((), dtype=torch.float64, device=self.device)
+            with torch.no_grad():
+                for i in range(self.n_batches):
+                    total = total + self.batch_loss(p, i).to(torch.float64)
+            return total
+
+        total = retry_micro_batches(self, run, what="loss")
         if not torch.isfinite(total):
             raise FlatkitError(self._where_not_finite(p, total))
         return total
@@ -357,11 +405,16 @@ class Objective:
     def gradient(self, params: ParamDict | None = None) -> ParamDict:
         """∇L as a parameter dict (summed over micro-batches in float64, returned in the model dtype)."""
         p = self.params if params is None else params
-        acc = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in p.items()}
-        for i in range(self.n_batches):
-            g = torch.func.grad(lambda q, i=i: self.batch_loss(q, i))(p)
-            for k in acc:
-                acc[k] += g[k].to(torch.float64)
+
+        def run() -> ParamDict:
+            acc = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in p.items()}
+            for i in range(self.n_batches):
+                g = torch.func.grad(lambda q, i=i: self.batch_loss(q, i))(p)
+                for k in acc:
+                    acc[k] += g[k].to(torch.float64)
+            return acc
+
+        acc = retry_micro_batches(self, run, what="gradient")
         return {k: acc[k].to(p[k].dtype) for k in acc}
 
     def check_determinism(self) -> Tensor:
@@ -408,8 +461,12 @@ class Objective:
         """
         edges = np.asarray(bin_edges(bins, 0, self.num_timesteps, "--per-timestep"))
         p = self.params if params is None else params
-        with torch.no_grad():
-            ls = torch.cat([self.per_sample_losses(p, i).to(torch.float64) for i in range(self.n_batches)])
+
+        def run() -> Tensor:
+            with torch.no_grad():
+                return torch.cat([self.per_sample_losses(p, i).to(torch.float64) for i in range(self.n_batches)])
+
+        ls = retry_micro_batches(self, run, what="per-timestep loss")
         which = np.searchsorted(edges, self._t.cpu().numpy(), side="right") - 1
         ls_np = ls.cpu().numpy()
         sums = np.bincount(which, weights=ls_np, minlength=len(edges) - 1)[: len(edges) - 1]
@@ -516,6 +573,12 @@ class FunctionObjective(Objective):
                 if not torch.isfinite(self.batch_loss(params, i)):
                     return f"loss is {what} in batch {i}"
         return f"loss is {what}"
+
+    def set_precision(self, precision: str = "fp32", channels_last: bool = False) -> Objective:
+        if precision != "fp32" or channels_last:
+            raise UsageError("--precision/--channels-last: only for a diffusion objective (a function objective "
+                             "runs fn as given: use torch.autocast inside it)")
+        return self
 
     def per_timestep(self, *args: Any, **kwargs: Any) -> Any:
         raise UsageError("--per-timestep: only a diffusion Objective has timesteps")

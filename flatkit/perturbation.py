@@ -166,7 +166,8 @@ def perturb(obj: Any, radii: Sequence[float] = (0.0, 0.01, 0.02, 0.04, 0.06, 0.0
         mode=mode, wall_time_s=time.perf_counter() - t0,
         meta={"config": {"radii": r.tolist(), "k": k, "seed": seed, "relative": relative, "bias": bias,
                          "worst_case": worst_case, "worst_steps": worst_steps, "mode": mode},
-              "objective": [_cfg(o) for o in objs]})
+              "objective": [_cfg(o) for o in objs], "precision": getattr(obj, "precision", "fp32"),
+              "channels_last": bool(getattr(obj, "channels_last", False))})
 
 
 def _cfg(o: Any) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from flatkit.errors import UsageError
+from flatkit.errors import FlatkitError, UsageError
 from flatkit.results import Result
 
 SAMPLERS = ("ddpm", "ddim")
@@ -113,6 +113,50 @@ def _model_device(model: Any) -> torch.device:
         return torch.device("cpu")
 
 
+class _BatchSampler:
+    """One batch of :func:`draw_samples`: the first ``size`` of the remaining indices. Called again with a
+    smaller size after running out of memory, which is only transparent while no step has been reported yet
+    (a callback that accumulates would see the steps twice)."""
+
+    def __init__(self, model: Any, diffusion: Any, cfg: SamplerConfig, shape: Sequence[int], dev: torch.device,
+                 prior: PriorFn | None, callback: ChainCallback | None, bar: Any, rest: list[int]) -> None:
+        self.model, self.diffusion, self.cfg, self.shape, self.dev = model, diffusion, cfg, shape, dev
+        self.prior, self.callback, self.bar, self.rest = prior, callback, bar, rest
+        self.delivered = 0
+
+    def __call__(self, size: int) -> torch.Tensor:
+        from flatkit.diffusion.samplers import ddim_sample, ddpm_sample
+        from flatkit.memory import is_out_of_memory
+
+        bidx = self.rest[:size]
+        try:
+            gens = sample_generators(self.cfg.seed, bidx)
+            z = standard_normal(gens, self.shape)
+            x_T = (z if self.prior is None else self.prior(z, bidx)).to(self.dev)
+
+            def cb(i: int, t: torch.Tensor, x: torch.Tensor, mo: torch.Tensor) -> None:
+                self.delivered += 1
+                if self.callback is not None:
+                    self.callback(bidx, i, t, x, mo)
+                if self.bar is not None:
+                    self.bar.update(len(bidx))
+
+            cfg = self.cfg
+            with torch.no_grad():
+                if cfg.sampler == "ddpm":
+                    x0 = ddpm_sample(self.diffusion, self.model, x_T, gens, clip_denoised=cfg.clip_denoised,
+                                     callback=cb)
+                else:
+                    x0 = ddim_sample(self.diffusion, self.model, x_T, gens, eta=cfg.eta,
+                                     clip_denoised=cfg.clip_denoised, callback=cb)
+            return x0.detach().to("cpu", torch.float32)
+        except Exception as e:
+            if self.delivered and is_out_of_memory(e):
+                raise FlatkitError(f"out of memory while sampling a batch of {len(bidx)} after {self.delivered} "
+                                   "step(s): rerun with a smaller --batch-size") from None
+            raise
+
+
 def draw_samples(
     model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     diffusion: Any,
@@ -132,11 +176,13 @@ def draw_samples(
     z to
     x_T (default x_T = z). ``indices``: the global sample indices (default ``range(cfg.n)``).
     """
-    from flatkit.diffusion.samplers import ddim_sample, ddpm_sample
 
     cfg.validate()
     idx = list(range(cfg.n)) if indices is None else [int(i) for i in indices]
     dev = torch.device(device) if device is not None else _model_device(model)
+    from flatkit.precision import autocast_model, current_sampling_precision
+
+    model = autocast_model(model, *current_sampling_precision())  # as given unless --precision/--channels-last
     T = int(diffusion.num_timesteps)
     bar = None
     if progress:
@@ -144,31 +190,17 @@ def draw_samples(
 
         bar = tqdm(total=len(idx) * T, desc=desc, unit="step", unit_scale=False, leave=False)
     out = []
+    from flatkit.memory import Knob, retry_on_oom
+
+    size = {"batch": int(cfg.batch_size)}  # halved on out of memory (samples do not depend on the batch)
+    knob = Knob("sampling batch {}", lambda: size["batch"], lambda b: size.__setitem__("batch", b))
     try:
-        for b0 in range(0, len(idx), cfg.batch_size):
-            bidx = idx[b0 : b0 + cfg.batch_size]
-            gens = sample_generators(cfg.seed, bidx)
-            z = standard_normal(gens, shape)
-            x_T = (z if prior is None else prior(z, bidx)).to(dev)
-
-            def cb(
-                i: int, t: torch.Tensor, x: torch.Tensor, mo: torch.Tensor, bidx: list[int] = bidx
-            ) -> None:
-                if callback is not None:
-                    callback(bidx, i, t, x, mo)
-                if bar is not None:
-                    bar.update(len(bidx))
-
-            with torch.no_grad():
-                if cfg.sampler == "ddpm":
-                    x0 = ddpm_sample(
-                        diffusion, model, x_T, gens, clip_denoised=cfg.clip_denoised, callback=cb
-                    )
-                else:
-                    x0 = ddim_sample(
-                        diffusion, model, x_T, gens, eta=cfg.eta, clip_denoised=cfg.clip_denoised, callback=cb
-                    )
-            out.append(x0.detach().to("cpu", torch.float32))
+        b0 = 0
+        while b0 < len(idx):
+            chunk = _BatchSampler(model, diffusion, cfg, shape, dev, prior, callback, bar, idx[b0:])
+            x0 = retry_on_oom(lambda chunk=chunk: chunk(size["batch"]), [knob], what="sampling")
+            out.append(x0)
+            b0 += x0.shape[0]
     finally:
         if bar is not None:
             bar.close()
@@ -302,6 +334,8 @@ def sample(
     batch_size: int = 64,
     device: torch.device | str | None = None,
     progress: bool = False,
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> SampleResult:
     """Draw ``n`` samples from a :class:`flatkit.run.Run` with T' = ``steps`` (Python twin of ``flatkit
     sample``). Under torchrun (an initialised group of several ranks) the batches are shared out and the samples
@@ -322,16 +356,19 @@ def sample(
         batch_size=batch_size,
     ).validate()
     from flatkit import distributed as dist
+    from flatkit.precision import precision_meta, sampling_precision
 
     diff = respaced(run.diffusion, cfg)
     shape = sample_shape(run.config.model)
     dev = torch.device(device) if device is not None else _model_device(run.model)
     if dist.world() == 1:
-        x = draw_samples(run.model, diff, cfg, shape, device=dev, progress=progress)
+        with sampling_precision(precision, channels_last):
+            x = draw_samples(run.model, diff, cfg, shape, device=dev, progress=progress)
     else:  # several ranks (torchrun): whole batches dealt round-robin, gathered on rank 0 in index order
         idx = dist.batch_shard(n, batch_size)
-        mine = draw_samples(run.model, diff, cfg, shape, device=dev, indices=idx,
-                            progress=progress and dist.is_main()) if idx else torch.zeros((0, *shape))
+        with sampling_precision(precision, channels_last):
+            mine = draw_samples(run.model, diff, cfg, shape, device=dev, indices=idx,
+                                progress=progress and dist.is_main()) if idx else torch.zeros((0, *shape))
         parts = dist.gather_objects((idx, mine))
         x = None  # the other ranks return no samples
         if parts is not None:
@@ -350,5 +387,6 @@ def sample(
         res.images = to_uint8(x)
     elif x is not None:
         res.points = x.numpy().astype(np.float32)
-    res.meta = make_meta(config=vars(cfg), run=run, device=dev, wall_time_s=time.perf_counter() - t0)
+    res.meta = make_meta(config=vars(cfg), run=run, device=dev, wall_time_s=time.perf_counter() - t0,
+                         precision=precision_meta(precision, channels_last, dev))
     return res

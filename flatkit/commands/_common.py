@@ -110,6 +110,49 @@ def model_options(f: Callable) -> Callable:
     return g
 
 
+def precision_options(hessian: bool = False) -> Callable:
+    """``--precision fp32|bf16|fp16`` (autocast of the model's forward) and ``--channels-last`` (see
+    :mod:`flatkit.precision`); ``hessian``: the help says what reduced precision costs the curvature numerics."""
+    help_precision = ("Model forward under autocast: fp32 (as is), bf16 or fp16 (CUDA; bf16/fp16 also on the "
+                      "CPU). Losses are still accumulated in float64.")
+    if hessian:
+        help_precision += (" Only when asked: Lanczos, trace and density on 16-bit HVPs lose accuracy "
+                           "(small eigenvalues, orthogonality).")
+
+    def deco(f: Callable) -> Callable:
+        f = click.option("--channels-last", is_flag=True,
+                         help="Channels-last memory format for 4-D inputs and weights (conv models on CUDA; "
+                              "ignored on the CPU).")(f)
+        return click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
+                            show_default=True, help=help_precision)(f)
+    return deco
+
+
+def apply_precision(objs: list, precision: str, channels_last: bool) -> dict:
+    """Set ``--precision`` / ``--channels-last`` on the objectives; returns what the result's meta records."""
+    from flatkit.precision import check_precision, precision_meta
+
+    dev = objs[0].device if objs else torch.device("cpu")
+    check_precision(precision, dev)
+    for o in objs:
+        if precision != "fp32" or channels_last:
+            o.set_precision(precision, channels_last)
+    return precision_meta(precision, channels_last, dev)
+
+
+def sampling_precision_for(runs: list, precision: str, channels_last: bool, device: Any) -> tuple[Any, dict]:
+    """``--precision`` / ``--channels-last`` of a sampling command: the context to sample in and what the result's
+    meta records. On CUDA, channels-last converts the command's own models (loaded for it) in place."""
+    from flatkit.precision import check_precision, precision_meta, sampling_precision
+
+    dev = torch.device(device)
+    check_precision(precision, dev)
+    if channels_last and dev.type == "cuda":
+        for r in runs:
+            r.model.to(memory_format=torch.channels_last)
+    return sampling_precision(precision, channels_last), precision_meta(precision, channels_last, dev)
+
+
 def analysis_options(n_eval: int = 64, batch_size: int = 64) -> Callable:
     """The options every loss-based analysis of one checkpoint takes: data, bank size, seed, weights, device,
     micro-batch, output folder, checkpoint loading and ``--model`` (any torch model)."""

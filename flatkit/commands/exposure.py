@@ -11,8 +11,10 @@ from flatkit.commands._common import (
     device_option,
     echo_written,
     out_option,
+    precision_options,
     resolve_device,
     resolve_out_dir,
+    sampling_precision_for,
     seed_option,
 )
 from flatkit.commands.prior import load_runs, multi_weights_option
@@ -38,6 +40,7 @@ from flatkit.errors import UsageError
 @device_option
 @out_option
 @checkpoint_options
+@precision_options()
 def command(
     ckpts,
     n,
@@ -57,6 +60,8 @@ def command(
     out,
     adm_flags,
     trust_checkpoint,
+    precision="fp32",
+    channels_last=False,
 ) -> None:
     """ADM-ES protocol: sampling vs training ‖ε_θ‖ at the same respaced steps, their gap, and δ_t."""
     from flatkit.plots.robustness import plot_exposure
@@ -67,21 +72,24 @@ def command(
     dev = resolve_device(device)
     runs = load_runs(ckpts, weights, adm_flags, trust_checkpoint, dev)
     out_dir = resolve_out_dir(out, "exposure")
-    res = exposure(
-        runs,
-        n=n,
-        steps=steps,
-        sampler=sampler,
-        eta=eta,
-        seed=seed,
-        data=data,
-        norm=norm,
-        batch_size=batch_size,
-        respacing=respacing,
-        device=dev,
-        progress=not no_progress,
-        delta=not no_delta,
-    )
+    ctx, prec = sampling_precision_for(runs, precision, channels_last, dev)
+    with ctx:
+        res = exposure(
+            runs,
+            n=n,
+            steps=steps,
+            sampler=sampler,
+            eta=eta,
+            seed=seed,
+            data=data,
+            norm=norm,
+            batch_size=batch_size,
+            respacing=respacing,
+            device=dev,
+            progress=not no_progress,
+            delta=not no_delta,
+        )
+    res.meta["precision"] = prec
     jpath, npath = res.save(out_dir)
     echo_written([jpath, npath, *plot_exposure(res.to_json(), out_dir / "exposure")])
     click.echo(f"gap last step {res.gap_last:.4g}, mean {res.gap_mean:.4g} ({res.checkpoints[0]['label']})")

@@ -16,9 +16,11 @@ import numpy as np
 
 from flatkit.commands._common import (
     analysis_options,
+    apply_precision,
     echo_written,
     load_run,
     make_objective,
+    precision_options,
     resolve_device,
     resolve_out_dir,
     write_json,
@@ -118,15 +120,20 @@ def write_figures(outdir: Path) -> list[Path]:
             paths += save(fig, outdir / "hessian_density")
         if "per_timestep_edges" in arrs:
             fig, ax = plt.subplots(figsize=(4.5, 3.0))
+            lams = []
             for i, e in enumerate(entries):
                 p = "" if i == 0 else f"compare{i - 1}_"
                 edges = arrs[f"{p}per_timestep_edges"]
                 mid = 0.5 * (edges[:-1] + edges[1:])
                 lam = arrs[f"{p}per_timestep_top_eigenvalues"][:, 0]
+                lams.append(lam[np.isfinite(lam)])
                 ax.plot(mid, lam, "o-", color=colour(e["label"], i), label=e["label"], ms=3, lw=1)
             ax.set_xlabel("timestep t (bin centre)")
             ax.set_ylabel("λ_max of the per-bin loss")
-            ax.set_yscale("symlog", linthresh=1e-3)
+            lam = np.concatenate(lams)
+            # symlog only when the values span decades (or cross zero): within one decade it draws no tick labels
+            if lam.size and (lam.min() <= 0 or lam.max() > 10 * lam.min()):
+                ax.set_yscale("symlog", linthresh=1e-3)
             ax.legend(frameon=False)
             paths += save(fig, outdir / "hessian_per_timestep")
     return paths
@@ -170,13 +177,15 @@ def write_figures(outdir: Path) -> list[Path]:
                    "double_backward rebuilds the graph per product (less memory); fwd_rev = forward-over-reverse.")
 @click.option("--basis-device", type=click.Choice(["same", "cpu"]), default="same", show_default=True,
               help="Where Lanczos keeps its basis (cpu saves GPU memory on large models).")
+@precision_options(hessian=True)
 @analysis_options(n_eval=128)
 def command(ckpt: str, top_k: int, tol: float, max_iter: int | None, trace: bool, trace_method: str,
             trace_rtol: float, trace_max_hvps: int, density: bool, density_runs: int, density_steps: int,
             per_timestep: int | None, compare: tuple[str, ...], include: tuple[str, ...],
             exclude: tuple[str, ...], loss_kind: str, hvp_mode: str, basis_device: str, data: str | None,
             n_eval: int, seed: int, weights: str, device: str, batch_size: int, out: str | None,
-            adm_flags: str | None, trust_checkpoint: bool) -> None:
+            adm_flags: str | None, trust_checkpoint: bool, precision: str = "fp32",
+            channels_last: bool = False) -> None:
     """Hessian top eigenvalues, trace and spectral density of the diffusion loss at CKPT's weights."""
     from flatkit import distributed as dist
     from flatkit.results import atomic_savez, make_meta
@@ -190,6 +199,7 @@ def command(ckpt: str, top_k: int, tol: float, max_iter: int | None, trace: bool
     obj = make_objective(runs[0], data=data, n=n_eval, seed=seed, loss=loss_kind, include=list(include) or None,
                     exclude=list(exclude) or None, batch_size=batch_size, t_bins=per_timestep)
     objs = [obj] + [obj.for_run(r) for r in runs[1:]]
+    prec = apply_precision(objs, precision, channels_last)  # fp32 unless --precision is given explicitly
     outdir = resolve_out_dir(out, "hessian")
 
     entries, arrays = [], {}
@@ -216,6 +226,7 @@ def command(ckpt: str, top_k: int, tol: float, max_iter: int | None, trace: bool
     if len(entries) > 1:
         report["compare"] = entries[1:]
     report["meta"] = make_meta(config=config, run=runs[0], device=dev, wall_time_s=time.perf_counter() - t0)
+    report["meta"]["precision"] = prec
     if not dist.is_main():  # several ranks (micro-batches sharded, same numbers everywhere): rank 0 writes
         return
     outdir.mkdir(parents=True, exist_ok=True)

@@ -10,9 +10,11 @@ import click
 
 from flatkit.commands._common import (
     analysis_options,
+    apply_precision,
     echo_written,
     load_run,
     make_objective,
+    precision_options,
     resolve_device,
     resolve_out_dir,
 )
@@ -24,20 +26,37 @@ def split_paths(values: tuple[str, ...]) -> list[str]:
     return [p for v in values for p in str(v).split(",") if p.strip()]
 
 
+def is_weights_name(s: str) -> bool:
+    """A ``--compare`` entry naming other weights of CKPT (raw, ema, ema_<rate>, swa) rather than a file."""
+    return (s in ("raw", "ema", "swa") or s.startswith("ema_")) and not Path(s).exists()
+
+
 def build_objectives(ckpt: str, compare: list[str], weights: str, data: str | None, n_eval: int, seed: int,
                      batch_size: int, device: str, adm_flags: str | None, trust: bool) -> tuple[list, list]:
-    """The runs and their objectives on ONE frozen bank (the first run's data unless ``--data``)."""
+    """The runs and their objectives on ONE frozen bank (the first run's data unless ``--data``).
+
+    A ``compare`` entry that names weights (raw / ema / ema_<rate> / swa, and no such file exists) is that weights
+    choice of CKPT, as in ``flatkit hessian --compare``; any other entry is a checkpoint loaded with ``weights``.
+    """
     dev = resolve_device(device)
     runs = [load_run(ckpt, weights, adm_flags, trust, dev)]
     for c in compare:
-        runs.append(load_run(c, weights, adm_flags, trust, dev))
+        if is_weights_name(c):
+            runs.append(load_run(ckpt, c, adm_flags, trust, dev))
+        else:
+            runs.append(load_run(c, weights, adm_flags, trust, dev))
     obj = make_objective(runs[0], data=data, n=n_eval, seed=seed, batch_size=batch_size)
     objs = [obj] + [obj.for_run(r) for r in runs[1:]]
     return runs, objs
 
 
-def default_labels(paths: list[str]) -> list[str]:
-    """Labels from the file names (the parent folder when the file is ckpt.pt); unique."""
+def default_labels(paths: list[str], weights: str | None = None) -> list[str]:
+    """Labels from the file names (the parent folder when the file is ckpt.pt); unique. When a later entry names
+    other weights of the first checkpoint (``--compare ema``), the labels are ``NAME:WEIGHTS``."""
+    if weights is not None and any(is_weights_name(p) for p in paths[1:]):
+        base = default_labels(paths[:1])[0]
+        return [f"{base}:{weights}"] + [f"{base}:{p}" if is_weights_name(p) else default_labels([p])[0]
+                                        for p in paths[1:]]
     out = []
     for p in paths:
         q = Path(p)
@@ -92,7 +111,8 @@ def load_trajectory(folder: str, weights: str, adm_flags: str | None, trust: boo
 @click.argument("ckpt", metavar="CKPT", required=False)
 @click.option("--compare", metavar="CKPT2", multiple=True,
               help="More checkpoints through the same directions and bank (repeat, or comma-separated); "
-                   "with --directions interp: the line to CKPT2 (the plane through CKPT2 and CKPT3).")
+                   "raw/ema/ema_<rate>/swa names the other weights of CKPT; with --directions interp: the line "
+                   "to CKPT2 (the plane through CKPT2 and CKPT3).")
 @click.option("--labels", metavar="A,B,..", default=None, help="Legend labels (default: the file names).")
 @click.option("--dims", type=click.IntRange(1, 2), default=2, show_default=True, help="1-D or 2-D slice.")
 @click.option("--points", metavar="N", type=int, default=21, show_default=True,
@@ -114,12 +134,13 @@ def load_trajectory(folder: str, weights: str, adm_flags: str | None, trust: boo
               help="Grid points per vmapped forward (and per saved block)  [default: 8 on CPU, 32 on GPU]")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out (same configuration only).")
 @click.option("--replot", metavar="DIR", default=None, help="Redraw the figures from DIR's result files; no compute.")
+@precision_options()
 @analysis_options(n_eval=64)
 def command(ckpt: str | None, compare: tuple[str, ...], labels: str | None, dims: int, points: int,
             span: str | None, directions: str, norm: str, bias: str, trajectory: str | None, mode: str,
             batch_points: int | None, resume: bool, replot: str | None, data: str | None, n_eval: int, seed: int,
             weights: str, device: str, batch_size: int, out: str | None, adm_flags: str | None,
-            trust_checkpoint: bool) -> None:
+            trust_checkpoint: bool, precision: str = "fp32", channels_last: bool = False) -> None:
     """1-D / 2-D loss-landscape slices L(θ + α d1 + β d2), with figures.
 
     With no option: a 2-D slice through CKPT along two filter-normalised random Gaussian directions, on a
@@ -157,11 +178,12 @@ def command(ckpt: str | None, compare: tuple[str, ...], labels: str | None, dims
     dist.setup_command("landscape", click.get_current_context().params)  # torchrun: join, same options
     t0 = time.perf_counter()
     paths = [ckpt, *split_paths(compare)]
-    lab = [s.strip() for s in labels.split(",")] if labels else default_labels(paths)
+    lab = [s.strip() for s in labels.split(",")] if labels else default_labels(paths, weights)
     if len(lab) != len(paths):
         raise UsageError(f"--labels: {len(lab)} label(s) for {len(paths)} checkpoint(s)")
     runs, objs = build_objectives(ckpt, paths[1:], weights, data, n_eval, seed, batch_size, device, adm_flags,
                                   trust_checkpoint)
+    prec = apply_precision(objs, precision, channels_last)
     outdir = resolve_out_dir(out, "landscape")
     dirs_arg: Any = directions
     span_arg: Any = span
@@ -185,7 +207,9 @@ def command(ckpt: str | None, compare: tuple[str, ...], labels: str | None, dims
               "directions": directions, "norm": norm, "bias": bias, "trajectory": trajectory, "mode": mode,
               "batch_points": batch_points, "data": data, "n_eval": n_eval, "seed": seed, "weights": weights,
               "batch_size": batch_size}
+    config.update(precision=precision, channels_last=channels_last)
     res.meta = run_meta(runs, objs[0].device, t0, config, res.meta)
+    res.meta["precision"] = prec
     if not dist.is_main():  # several ranks: rank 0 writes
         return
     written = list(res.save(outdir))

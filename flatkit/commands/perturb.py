@@ -8,8 +8,10 @@ import click
 
 from flatkit.commands._common import (
     analysis_options,
+    apply_precision,
     echo_written,
     parse_float_list,
+    precision_options,
     resolve_out_dir,
 )
 from flatkit.commands.landscape import build_objectives, default_labels, run_meta, split_paths
@@ -19,7 +21,8 @@ from flatkit.errors import UsageError
 @click.command("perturb")
 @click.argument("ckpt", metavar="CKPT", required=False)
 @click.option("--compare", metavar="CKPT2", multiple=True,
-              help="More checkpoints in the same figure, same bank and directions (repeat or comma-separated).")
+              help="More checkpoints in the same figure, same bank and directions (repeat or comma-separated); "
+                   "raw/ema/ema_<rate>/swa names the other weights of CKPT.")
 @click.option("--labels", metavar="A,B,..", default=None, help="Legend labels (default: the file names).")
 @click.option("--radii", metavar="R1,R2,..", default="0,0.01,0.02,0.04,0.06,0.08,0.1", show_default=True,
               help="Perturbation radii.")
@@ -34,11 +37,12 @@ from flatkit.errors import UsageError
 @click.option("--no-worst", is_flag=True, help="Skip the worst-case direction.")
 @click.option("--mode", type=click.Choice(["auto", "vmap", "sequential"]), default="auto", show_default=True,
               help="Radii of one direction in one vmapped forward, one at a time, or the faster.")
+@precision_options()
 @analysis_options(n_eval=64)
 def command(ckpt: str, compare: tuple[str, ...], labels: str | None, radii: str, relative: str, bias: str,
             k: int, worst_steps: int, no_worst: bool, mode: str, data: str | None, n_eval: int, seed: int,
             weights: str, device: str, batch_size: int, out: str | None, adm_flags: str | None,
-            trust_checkpoint: bool) -> None:
+            trust_checkpoint: bool, precision: str = "fp32", channels_last: bool = False) -> None:
     """Loss under weight perturbation: ΔL(r) for K random directions (mean ± std) and the worst case.
 
     Writes perturb.json, perturb.npz, perturb.png and perturb.pdf into --out.
@@ -54,18 +58,21 @@ def command(ckpt: str, compare: tuple[str, ...], labels: str | None, radii: str,
         raise UsageError(f"--radii {radii}: radii must be >= 0")
     t0 = time.perf_counter()
     paths = [ckpt, *split_paths(compare)]
-    lab = [s.strip() for s in labels.split(",")] if labels else default_labels(paths)
+    lab = [s.strip() for s in labels.split(",")] if labels else default_labels(paths, weights)
     if len(lab) != len(paths):
         raise UsageError(f"--labels: {len(lab)} label(s) for {len(paths)} checkpoint(s)")
     runs, objs = build_objectives(ckpt, paths[1:], weights, data, n_eval, seed, batch_size, device, adm_flags,
                                   trust_checkpoint)
+    prec = apply_precision(objs, precision, channels_last)
     outdir = resolve_out_dir(out, "perturb")
     res = perturb(objs[0], radii=r, k=k, seed=seed, relative=relative, bias=bias, worst_case=not no_worst,
                   worst_steps=worst_steps, compare=objs[1:], labels=lab, mode=mode)
     config = {"ckpt": ckpt, "compare": paths[1:], "labels": lab, "radii": r, "relative": relative, "bias": bias,
               "k": k, "worst_steps": worst_steps, "worst_case": not no_worst, "mode": mode, "data": data,
               "n_eval": n_eval, "seed": seed, "weights": weights, "batch_size": batch_size}
+    config.update(precision=precision, channels_last=channels_last)
     res.meta = run_meta(runs, objs[0].device, t0, config, res.meta)
+    res.meta["precision"] = prec
     if not dist.is_main():  # several ranks: rank 0 writes
         return
     written = list(res.save(outdir))

@@ -15,8 +15,10 @@ from flatkit.commands._common import (
     n_eval_option,
     out_option,
     parse_float_list,
+    precision_options,
     resolve_device,
     resolve_out_dir,
+    sampling_precision_for,
     seed_option,
 )
 from flatkit.commands.sample import sampler_options
@@ -83,6 +85,7 @@ def load_runs(ckpts: tuple[str, ...], weights: str, adm_flags, trust: bool, dev)
 @device_option
 @out_option
 @checkpoint_options
+@precision_options()
 def command(
     ckpts,
     shift,
@@ -106,6 +109,8 @@ def command(
     out,
     adm_flags,
     trust_checkpoint,
+    precision="fp32",
+    channels_last=False,
 ) -> None:
     """Sample from perturbed priors paired by seed; report KL, drift, loss change and distance to the data."""
     from flatkit.plots.robustness import plot_prior, plot_prior_samples
@@ -122,25 +127,28 @@ def command(
     dev = resolve_device(device)
     runs = load_runs(ckpts, weights, adm_flags, trust_checkpoint, dev)
     out_dir = resolve_out_dir(out, "prior")
-    res = prior(
-        runs,
-        shifts=shifts,
-        scales=scales,
-        noise_etas=etas,
-        n=n,
-        steps=steps,
-        sampler=sampler,
-        eta=eta,
-        seed=seed,
-        data=data,
-        n_ref=n_ref,
-        n_eval=n_eval,
-        batch_size=batch_size,
-        projections=projections,
-        respacing=respacing,
-        device=dev,
-        progress=not no_progress,
-    )
+    ctx, prec = sampling_precision_for(runs, precision, channels_last, dev)
+    with ctx:
+        res = prior(
+            runs,
+            shifts=shifts,
+            scales=scales,
+            noise_etas=etas,
+            n=n,
+            steps=steps,
+            sampler=sampler,
+            eta=eta,
+            seed=seed,
+            data=data,
+            n_ref=n_ref,
+            n_eval=n_eval,
+            batch_size=batch_size,
+            projections=projections,
+            respacing=respacing,
+            device=dev,
+            progress=not no_progress,
+        )
+    res.meta["precision"] = prec
     jpath, npath = res.save(out_dir)
     paths = [jpath, npath, *plot_prior(res.to_json(), out_dir / "prior")]
     if res.previews is not None:

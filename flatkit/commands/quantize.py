@@ -15,8 +15,10 @@ from flatkit.commands._common import (
     n_eval_option,
     out_option,
     parse_int_list,
+    precision_options,
     resolve_device,
     resolve_out_dir,
+    sampling_precision_for,
     seed_option,
     weights_option,
 )
@@ -65,6 +67,7 @@ from flatkit.errors import UsageError
 @device_option
 @out_option
 @checkpoint_options
+@precision_options()
 def command(
     ckpt,
     bits,
@@ -89,6 +92,8 @@ def command(
     out,
     adm_flags,
     trust_checkpoint,
+    precision="fp32",
+    channels_last=False,
 ) -> None:
     """Fake-quantize conv / linear weights; report weight error, loss change, paired drift and distance."""
     from flatkit.plots.robustness import plot_quantize, plot_quantize_samples
@@ -101,26 +106,29 @@ def command(
     dev = resolve_device(device)
     run = load_run(ckpt, weights, adm_flags, trust_checkpoint, dev)
     out_dir = resolve_out_dir(out, "quantize")
-    res = quantize(
-        run,
-        bits=bit_list,
-        granularity=granularity,
-        skip=skips,
-        skip_first_last=skip_first_last,
-        n=n,
-        steps=steps,
-        sampler=sampler,
-        eta=eta,
-        seed=seed,
-        data=data,
-        n_eval=n_eval,
-        n_ref=n_ref,
-        batch_size=batch_size,
-        respacing=respacing,
-        device=dev,
-        save_dir=out_dir if save_ckpt else None,
-        progress=not no_progress,
-    )
+    ctx, prec = sampling_precision_for([run], precision, channels_last, dev)
+    with ctx:
+        res = quantize(
+            run,
+            bits=bit_list,
+            granularity=granularity,
+            skip=skips,
+            skip_first_last=skip_first_last,
+            n=n,
+            steps=steps,
+            sampler=sampler,
+            eta=eta,
+            seed=seed,
+            data=data,
+            n_eval=n_eval,
+            n_ref=n_ref,
+            batch_size=batch_size,
+            respacing=respacing,
+            device=dev,
+            save_dir=out_dir if save_ckpt else None,
+            progress=not no_progress,
+        )
+    res.meta["precision"] = prec
     jpath, npath = res.save(out_dir)
     paths = [jpath, npath, *plot_quantize(res.to_json(), out_dir / "quantize"), *res.saved]
     if res.previews is not None:

@@ -11,8 +11,10 @@ from flatkit.commands._common import (
     echo_written,
     load_run,
     out_option,
+    precision_options,
     resolve_device,
     resolve_out_dir,
+    sampling_precision_for,
     seed_option,
     weights_option,
 )
@@ -78,6 +80,7 @@ def sampler_options(default_steps: int = 100, default_n: int = 64, default_sampl
 @device_option
 @out_option
 @checkpoint_options
+@precision_options()
 def command(
     ckpt: str,
     n: int,
@@ -94,6 +97,8 @@ def command(
     out: str | None,
     adm_flags: str | None,
     trust_checkpoint: bool,
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> None:
     """Draw samples (DDPM / DDIM, respaced steps); sample i depends only on (--seed, i), not on the batch."""
     from flatkit import distributed as dist
@@ -103,6 +108,7 @@ def command(
     dev = resolve_device(device)
     run = load_run(ckpt, weights, adm_flags, trust_checkpoint, dev)
     out_dir = resolve_out_dir(out, "sample")
+    sampling_precision_for([run], precision, channels_last, dev)  # checks; channels-last models on CUDA
     res = sample(
         run,
         n=n,
@@ -115,6 +121,8 @@ def command(
         batch_size=batch_size,
         device=dev,
         progress=not no_progress,
+        precision=precision,
+        channels_last=channels_last,
     )
     if not dist.is_main():  # several ranks: the samples were gathered on rank 0, which writes
         return

@@ -129,6 +129,7 @@ class HVP:
             # gradient's graph makes each further product a single backward pass (PyHessian does the same).
             self.mode = "double_backward_cached"
         self._graphs: dict[int, tuple[list[Tensor], list[Tensor | None]]] = {}
+        self._graphs_batch_size = getattr(obj, "batch_size", None)
         self.n = num_entries(self.params)
         if dist.world() > obj.n_batches and dist.is_main():
             warnings.warn(f"{dist.world()} ranks share {obj.n_batches} micro-batch(es) of the bank: some ranks "
@@ -166,10 +167,20 @@ class HVP:
 
     def __call__(self, v: Tensor) -> Tensor:
         """H v for one flat vector v (shape (N,)); returned in the parameters' dtype."""
+        from flatkit.memory import retry_micro_batches
+
         vd = unflatten(v.to(dtype=self.dtype, device=self.device), self.params)
-        acc = torch.zeros(self.n, dtype=torch.float64, device=self.device)
-        for i in dist.shard(range(self.obj.n_batches)):  # several ranks: each its micro-batches, then Σ
-            acc += flatten(self._one_batch(vd, i)).to(torch.float64)
+
+        def run() -> Tensor:
+            if self._graphs_batch_size != getattr(self.obj, "batch_size", None):  # halved after out of memory
+                self._graphs.clear()
+                self._graphs_batch_size = getattr(self.obj, "batch_size", None)
+            acc = torch.zeros(self.n, dtype=torch.float64, device=self.device)
+            for i in dist.shard(range(self.obj.n_batches)):  # several ranks: each its micro-batches, then Σ
+                acc += flatten(self._one_batch(vd, i)).to(torch.float64)
+            return acc
+
+        acc = retry_micro_batches(self.obj, run, what="Hessian-vector product")
         dist.all_reduce_sum(acc)
         self.count += 1
         _tick()
@@ -195,6 +206,9 @@ class HVP:
             except FlatkitError:
                 raise
             except (RuntimeError, NotImplementedError) as e:
+                from flatkit.memory import free_memory
+
+                free_memory()
                 warnings.warn(f"vmapped HVP failed ({e}); computing one vector per call", stacklevel=2)
                 self.vectors_per_call = 1
                 out.extend(self(row) for row in chunk)

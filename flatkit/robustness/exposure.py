@@ -113,6 +113,9 @@ def _exposure_one(
     n = x0.shape[0]
     train_sum = np.zeros(T)
     g = torch.Generator().manual_seed(int(cfg.seed) + 104729)
+    from flatkit.precision import autocast_model, current_sampling_precision
+
+    model = autocast_model(run.model, *current_sampling_precision())  # the chain's precision (--precision)
     with torch.no_grad():
         for i in range(T):
             eps = torch.randn(x0.shape, generator=g, dtype=torch.float32)
@@ -120,7 +123,7 @@ def _exposure_one(
                 xb = x0[b : b + cfg.batch_size].to(device)
                 ti = torch.full((xb.shape[0],), i, dtype=torch.long, device=device)
                 xt = diff.q_sample(xb, ti, eps[b : b + cfg.batch_size].to(device))
-                mo = diff.call_model(run.model, xt, ti)
+                mo = diff.call_model(model, xt, ti)
                 train_sum[i] += float(eps_norm(eps_from_output(diff, xt, ti, mo), norm).sum())
     training = train_sum / n
 
