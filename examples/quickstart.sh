@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The quick start (until `flatkit demo` lands): train the tiny UNet on built-in shapes twice, plain and with
+# Plain vs SAM in a few commands (`flatkit demo` does all nine arms): train the tiny UNet on built-in shapes twice, plain and with
 # SAM (rho 0.5; EMA and SWA tracked in both runs), describe the checkpoints, then compare their curvature
 # (top Hessian eigenvalues and trace) and their loss landscapes on one frozen evaluation bank.
 # Usage: bash examples/quickstart.sh [OUT_DIR] [STEPS] [N_EVAL]     (defaults: runs/quickstart 600 64)
