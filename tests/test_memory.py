@@ -11,39 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from flatkit.config import DiffusionConfig, ModelConfig, RunConfig
 from flatkit.errors import FlatkitError
 from flatkit.memory import Knob, is_out_of_memory, retry_on_oom
 from flatkit.objective import Objective
+from tests._small_unet import Images, small_run
 
 
 def _small_run():
-    from flatkit.diffusion import create_diffusion
-    from flatkit.models import build_model
-    from flatkit.run import Run
-
-    mcfg = ModelConfig(image_size=8, in_channels=3, num_channels=32, num_res_blocks=1, channel_mult="1,1",
-                       attention_resolutions="4", num_head_channels=16)
-    dcfg = DiffusionConfig(diffusion_steps=50)
-    model = build_model(mcfg, seed=0)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn(p.shape, generator=g))
-    return Run(model=model, diffusion=create_diffusion(dcfg), config=RunConfig(mcfg, dcfg, data="builtin:shapes16"))
+    return small_run(steps=50)
 
 
-class _Images:
-    spec = "test:images"
-
-    def __init__(self, n: int = 24) -> None:
-        self.x = torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
-
-    def __len__(self) -> int:
-        return self.x.shape[0]
-
-    def get(self, index):
-        return self.x[torch.as_tensor(index)]
+def _Images(n: int = 24) -> Images:
+    return Images(n)
 
 
 @pytest.fixture(scope="module")
