@@ -50,6 +50,19 @@ def build_objectives(ckpt: str, compare: list[str], weights: str, data: str | No
     return runs, objs
 
 
+def compared_objectives(ckpt: str, compare: tuple[str, ...], labels: str | None, weights: str, data: str | None,
+                        n_eval: int, seed: int, batch_size: int, device: str, adm_flags: str | None, trust: bool,
+                        precision: str, channels_last: bool) -> tuple[list[str], list[str], list, list, Any]:
+    """``CKPT --compare ... --labels ...`` of landscape / perturb: (paths, labels, runs, objectives on one bank,
+    the precision applied to them)."""
+    paths = [ckpt, *split_paths(compare)]
+    lab = [s.strip() for s in labels.split(",")] if labels else default_labels(paths, weights)
+    if len(lab) != len(paths):
+        raise UsageError(f"--labels: {len(lab)} label(s) for {len(paths)} checkpoint(s)")
+    runs, objs = build_objectives(ckpt, paths[1:], weights, data, n_eval, seed, batch_size, device, adm_flags, trust)
+    return paths, lab, runs, objs, apply_precision(objs, precision, channels_last)
+
+
 def default_labels(paths: list[str], weights: str | None = None) -> list[str]:
     """Labels from the file names (the parent folder when the file is ckpt.pt); unique. When a later entry names
     other weights of the first checkpoint (``--compare ema``), the labels are ``NAME:WEIGHTS``."""
@@ -177,13 +190,9 @@ def command(ckpt: str | None, compare: tuple[str, ...], labels: str | None, dims
 
     dist.setup_command("landscape", click.get_current_context().params)  # torchrun: join, same options
     t0 = time.perf_counter()
-    paths = [ckpt, *split_paths(compare)]
-    lab = [s.strip() for s in labels.split(",")] if labels else default_labels(paths, weights)
-    if len(lab) != len(paths):
-        raise UsageError(f"--labels: {len(lab)} label(s) for {len(paths)} checkpoint(s)")
-    runs, objs = build_objectives(ckpt, paths[1:], weights, data, n_eval, seed, batch_size, device, adm_flags,
-                                  trust_checkpoint)
-    prec = apply_precision(objs, precision, channels_last)
+    paths, lab, runs, objs, prec = compared_objectives(ckpt, compare, labels, weights, data, n_eval, seed,
+                                                       batch_size, device, adm_flags, trust_checkpoint, precision,
+                                                       channels_last)
     outdir = resolve_out_dir(out, "landscape")
     dirs_arg: Any = directions
     span_arg: Any = span

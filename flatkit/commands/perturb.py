@@ -8,13 +8,12 @@ import click
 
 from flatkit.commands._common import (
     analysis_options,
-    apply_precision,
     echo_written,
     parse_float_list,
     precision_options,
     resolve_out_dir,
 )
-from flatkit.commands.landscape import build_objectives, default_labels, run_meta, split_paths
+from flatkit.commands.landscape import compared_objectives, run_meta
 from flatkit.errors import UsageError
 
 
@@ -57,13 +56,9 @@ def command(ckpt: str, compare: tuple[str, ...], labels: str | None, radii: str,
     if any(x < 0 for x in r):
         raise UsageError(f"--radii {radii}: radii must be >= 0")
     t0 = time.perf_counter()
-    paths = [ckpt, *split_paths(compare)]
-    lab = [s.strip() for s in labels.split(",")] if labels else default_labels(paths, weights)
-    if len(lab) != len(paths):
-        raise UsageError(f"--labels: {len(lab)} label(s) for {len(paths)} checkpoint(s)")
-    runs, objs = build_objectives(ckpt, paths[1:], weights, data, n_eval, seed, batch_size, device, adm_flags,
-                                  trust_checkpoint)
-    prec = apply_precision(objs, precision, channels_last)
+    paths, lab, runs, objs, prec = compared_objectives(ckpt, compare, labels, weights, data, n_eval, seed,
+                                                       batch_size, device, adm_flags, trust_checkpoint, precision,
+                                                       channels_last)
     outdir = resolve_out_dir(out, "perturb")
     res = perturb(objs[0], radii=r, k=k, seed=seed, relative=relative, bias=bias, worst_case=not no_worst,
                   worst_steps=worst_steps, compare=objs[1:], labels=lab, mode=mode)
