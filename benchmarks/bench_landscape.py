@@ -75,8 +75,8 @@ def main() -> None:
 
     set_cpu_threads(args.threads)
 
-    from flatkit.directions import random_directions
-    from flatkit.landscape import landscape
+    from flatkit.analyses.directions import random_directions
+    from flatkit.analyses.landscape import landscape
 
     run, obj = build_objective(args.ckpt, args.n_eval, args.batch_size, args.device)
     obj.set_precision(args.precision, args.channels_last)

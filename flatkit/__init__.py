@@ -31,7 +31,9 @@ _API = {
     "hessian_trace": "flatkit.curvature",
     "spectral_density": "flatkit.curvature",
     "per_timestep_curvature": "flatkit.curvature",
-    "perturb": "flatkit.perturbation",
+    "perturb": "flatkit.analyses.perturb",
+    "landscape": "flatkit.analyses.landscape",
+    "sharpness": "flatkit.analyses.sharpness",
     "Task": "flatkit.interop.custom",
 }
 
@@ -48,11 +50,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
-
-
-# Functions that share their name with the module defining them are bound eagerly: once a submodule is
-# imported, Python sets the package attribute to the module, which would shadow a lazily bound function.
-from flatkit.landscape import landscape  # noqa: E402
-from flatkit.sharpness import sharpness  # noqa: E402
-
-__all__ += ["landscape", "sharpness"]

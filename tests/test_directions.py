@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from flatkit.directions import (
+from flatkit.analyses.directions import (
     dot,
     interpolation_direction,
     normalize_direction,

@@ -109,7 +109,7 @@ def test_gradient_and_hvp_after_out_of_memory_equal_the_unfailing_run(run, oom_a
 
 
 def test_landscape_sequential_after_out_of_memory(run, oom_above, capsys):
-    from flatkit.landscape import landscape
+    from flatkit.analyses.landscape import landscape
 
     want = landscape(_objective(run, 4), dims=2, points=3, mode="sequential", check=False).values
     oom_above(4)
@@ -121,7 +121,7 @@ def test_landscape_sequential_after_out_of_memory(run, oom_above, capsys):
 
 
 def test_landscape_vmap_halves_grid_points_first(run, oom_above, capsys):
-    from flatkit.landscape import landscape
+    from flatkit.analyses.landscape import landscape
 
     # un-failing reference: blocks of 2 grid points chunk the rows as blocks of 4 halved to 2 do
     want = landscape(_objective(run, 16), dims=2, points=3, mode="vmap", batch_points=2, check=False).values
@@ -134,7 +134,7 @@ def test_landscape_vmap_halves_grid_points_first(run, oom_above, capsys):
 
 
 def test_landscape_vmap_then_halves_the_micro_batch(run, oom_above, capsys):
-    from flatkit.landscape import landscape
+    from flatkit.analyses.landscape import landscape
 
     want = landscape(_objective(run, 8), dims=2, points=3, mode="vmap", batch_points=1, check=False).values
     ran = oom_above(8, max_points=2)

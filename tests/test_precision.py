@@ -63,12 +63,12 @@ def test_fp32_and_channels_last_on_cpu_are_bit_identical_to_before(run):
 
 
 def test_fp32_landscape_is_bit_identical_to_before(run):
-    from flatkit.landscape import landscape
-    from flatkit.landscape.evaluate import point_params
+    from flatkit.analyses.landscape import landscape
+    from flatkit.analyses.landscape.evaluate import point_params
 
     obj = _objective(run)
     res = landscape(obj, dims=2, points=3, mode="sequential", check=False)
-    from flatkit.directions import random_directions
+    from flatkit.analyses.directions import random_directions
 
     d1, d2 = random_directions(obj.params, 2, seed=0, norm="filter", bias="zero")
     res2 = landscape(obj, dims=2, points=3, directions=[d1, d2], mode="sequential", check=False)
@@ -81,7 +81,7 @@ def test_fp32_landscape_is_bit_identical_to_before(run):
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_reduced_precision_landscape_is_close_to_fp32_and_recorded(run, precision):
-    from flatkit.landscape import landscape
+    from flatkit.analyses.landscape import landscape
 
     ref = landscape(_objective(run), dims=2, points=3, mode="sequential", check=False)
     obj = _objective(run).set_precision(precision)
@@ -94,7 +94,7 @@ def test_reduced_precision_landscape_is_close_to_fp32_and_recorded(run, precisio
 
 
 def test_vmap_under_cpu_autocast_is_close_or_refused_clearly(run):
-    from flatkit.landscape import landscape
+    from flatkit.analyses.landscape import landscape
 
     ref = landscape(_objective(run), dims=1, points=3, mode="sequential", check=False)
     obj = _objective(run).set_precision("bf16")

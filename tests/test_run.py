@@ -110,8 +110,8 @@ def test_flatkit_checkpoint_weights_choice(tmp_path):
 
 
 def test_top_level_api_names():
-    import flatkit.landscape  # noqa: F401 - importing the submodule must not shadow the function
-    import flatkit.sharpness  # noqa: F401
+    import flatkit.analyses.landscape  # noqa: F401 - importing the submodule must not shadow the function
+    import flatkit.analyses.sharpness  # noqa: F401
 
     for name in ("load", "Objective", "top_eigenvalues", "hessian_trace", "spectral_density", "landscape",
                  "sharpness", "perturb"):

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from flatkit.errors import UsageError
-from flatkit.perturbation import perturb
-from flatkit.sharpness import sharpness
+from flatkit.analyses.perturb import perturb
+from flatkit.analyses.sharpness import sharpness
 from tests.landscape._quadratic import quadratic, spd
 
 SHAPES = {"w": (2, 2), "b": (1,)}

@@ -65,7 +65,7 @@ def command(
 ) -> None:
     """ADM-ES protocol: sampling vs training ‖ε_θ‖ at the same respaced steps, their gap, and δ_t."""
     from flatkit.plots.robustness import plot_exposure
-    from flatkit.robustness.exposure import exposure
+    from flatkit.analyses.robustness.exposure import exposure
 
     if no_clip:
         raise UsageError("--no-clip: not supported by exposure (the chain is sampled as ADM, clipped)")

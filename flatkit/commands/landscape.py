@@ -90,7 +90,7 @@ def run_meta(runs: list, device: Any, t0: float, config: dict, analysis_meta: di
 
 def write_figures(out: Path, title: str | None = None) -> list[Path]:
     """Read landscape.json/.npz in ``out`` and draw landscape.png/.pdf/.html (plots read only result files)."""
-    from flatkit.landscape import load_landscape
+    from flatkit.analyses.landscape import load_landscape
     from flatkit.plots.landscape import plot_landscape, plot_landscape_html
 
     res = load_landscape(out)
@@ -185,8 +185,8 @@ def command(ckpt: str | None, compare: tuple[str, ...], labels: str | None, dims
     if directions == "pca" and trajectory is None:
         raise UsageError("--directions pca: needs --trajectory DIR")
     from flatkit import distributed as dist
-    from flatkit.directions import Plane, pca_directions
-    from flatkit.landscape import landscape
+    from flatkit.analyses.directions import Plane, pca_directions
+    from flatkit.analyses.landscape import landscape
 
     dist.setup_command("landscape", click.get_current_context().params)  # torchrun: join, same options
     t0 = time.perf_counter()

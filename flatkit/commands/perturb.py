@@ -47,7 +47,7 @@ def command(ckpt: str, compare: tuple[str, ...], labels: str | None, radii: str,
     Writes perturb.json, perturb.npz, perturb.png and perturb.pdf into --out.
     """
     from flatkit import distributed as dist
-    from flatkit.perturbation import load_perturb, perturb
+    from flatkit.analyses.perturb import load_perturb, perturb
     from flatkit.plots.landscape import plot_perturb
 
     dist.setup_command("perturb", click.get_current_context().params)  # torchrun: join, same options

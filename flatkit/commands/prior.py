@@ -36,7 +36,7 @@ def multi_weights_option(f):
 
 
 def load_runs(ckpts: tuple[str, ...], weights: str, adm_flags, trust: bool, dev) -> list:
-    from flatkit.robustness.common import parse_weights_list
+    from flatkit.analyses.robustness.common import parse_weights_list
 
     if not ckpts:
         raise UsageError("CKPT: at least one checkpoint is needed")
@@ -114,7 +114,7 @@ def command(
 ) -> None:
     """Sample from perturbed priors paired by seed; report KL, drift, loss change and distance to the data."""
     from flatkit.plots.robustness import plot_prior, plot_prior_samples
-    from flatkit.robustness.prior import prior
+    from flatkit.analyses.robustness.prior import prior
 
     shifts = parse_float_list(shift, "--shift")
     scales = parse_float_list(scale, "--scale")

@@ -97,7 +97,7 @@ def command(
 ) -> None:
     """Fake-quantize conv / linear weights; report weight error, loss change, paired drift and distance."""
     from flatkit.plots.robustness import plot_quantize, plot_quantize_samples
-    from flatkit.robustness.quantize import check_bits, quantize
+    from flatkit.analyses.robustness.quantize import check_bits, quantize
 
     bit_list = [check_bits(b) for b in parse_int_list(bits, "--bits")]
     skips = [s.strip() for s in skip.split(",") if s.strip()]

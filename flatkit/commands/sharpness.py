@@ -39,7 +39,7 @@ def command(ckpt: str, kind: str, eps: float | None, restarts: int, steps: int, 
             confidence: float, eta: float, data: str | None, n_eval: int, seed: int, weights: str, device: str,
             batch_size: int, out: str | None, adm_flags: str | None, trust_checkpoint: bool) -> None:
     """Sharpness of the diffusion loss at CKPT's weights; writes sharpness.json into --out."""
-    from flatkit.sharpness import sharpness
+    from flatkit.analyses.sharpness import sharpness
 
     t0 = time.perf_counter()
     runs, objs = build_objectives(ckpt, [], weights, data, n_eval, seed, batch_size, device, adm_flags,

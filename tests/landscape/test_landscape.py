@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from flatkit.errors import UsageError
-from flatkit.landscape import axis, landscape, load_landscape
+from flatkit.analyses.landscape import axis, landscape, load_landscape
 from tests.landscape._quadratic import quadratic, spd
 
 SHAPES = {"w": (3, 2), "b": (3,)}

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 import flatkit
 from flatkit.cli import main
-from flatkit.robustness.exposure import exposure
+from flatkit.analyses.robustness.exposure import exposure
 
 
 def test_exposure_curves_and_gap(tiny_ckpt) -> None:

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 import flatkit
 from flatkit.cli import main
-from flatkit.robustness.common import diffusion_bank
-from flatkit.robustness.prior import PriorPoint, kl_gaussian, kl_isotropic, perturbed_bank_loss, prior
+from flatkit.analyses.robustness.common import diffusion_bank
+from flatkit.analyses.robustness.prior import PriorPoint, kl_gaussian, kl_isotropic, perturbed_bank_loss, prior
 
 
 @pytest.mark.parametrize("mu,s,d", [(0.0, 1.0, 5), (0.5, 1.2, 3), (-1.0, 0.7, 10), (2.0, 3.0, 1)])

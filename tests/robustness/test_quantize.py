@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import flatkit
 from flatkit.cli import main
-from flatkit.robustness.quantize import (
+from flatkit.analyses.robustness.quantize import (
     quant_step,
     quantizable_layers,
     quantize_state_dict,

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from flatkit import distributed as dist
-from flatkit.directions import ParamDict, gaussian_like, norm, normalize_direction, scale
+from flatkit.analyses.directions import ParamDict, gaussian_like, norm, normalize_direction, scale
 from flatkit.errors import UsageError
-from flatkit.landscape.evaluate import calibrate, check_mode, evaluate_block, loss_and_gradient, loss_float64
+from flatkit.analyses.landscape.evaluate import calibrate, check_mode, evaluate_block, loss_and_gradient, loss_float64
 from flatkit.results import Result
 
 RELATIVE = ("filter", "norm", "none")
@@ -177,7 +177,7 @@ def _cfg(o: Any) -> Any:
 
 def load_perturb(directory: Any) -> PerturbResult:
     """Read ``perturb.json`` + ``perturb.npz`` (for plotting)."""
-    from flatkit.landscape.core import read_result
+    from flatkit.analyses.landscape.core import read_result
 
     res = read_result(PerturbResult, directory)
     for f in ("radii", "deltas", "mean", "std", "worst"):

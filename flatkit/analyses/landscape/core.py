@@ -22,7 +22,7 @@ import torch
 
 from flatkit import distributed as dist
 from flatkit.config import config_hash
-from flatkit.directions import (
+from flatkit.analyses.directions import (
     ParamDict,
     Plane,
     direction_fingerprint,
@@ -34,13 +34,13 @@ from flatkit.directions import (
     random_direction,
 )
 from flatkit.errors import UsageError
-from flatkit.landscape.evaluate import (
+from flatkit.analyses.landscape.evaluate import (
     calibrate,
     check_mode,
     losses_sequential,
     losses_vmap,
 )
-from flatkit.landscape.grid import axis, grid_coefficients, parse_span
+from flatkit.analyses.landscape.grid import axis, grid_coefficients, parse_span
 from flatkit.results import Result
 
 DIRECTION_KINDS = ("random", "eigen", "interp", "pca", "given")
@@ -177,7 +177,7 @@ def _resolve_directions(objs: Sequence[Any], dims: int, directions: Any, norm: s
     if len(dirs) != dims:
         raise UsageError(f"--directions: {len(dirs)} direction(s) given for --dims {dims}")
     for d in dirs:
-        from flatkit.directions import check_compatible
+        from flatkit.analyses.directions import check_compatible
 
         check_compatible(thetas[0], d, "--directions")
     return "given", [[{k: v.to(device=thetas[0][k].device, dtype=thetas[0][k].dtype) for k, v in d.items()}
@@ -199,7 +199,7 @@ def landscape(obj: Any, dims: int = 2, points: int = 21, span: float | Sequence[
     ``directions``: None / "random" (Gaussian, normalised per model by ``norm`` / ``bias``), "eigen" (each
     model's top Hessian eigenvectors, unit norm), "interp" (the line from ``obj`` to ``compare[0]``, or the plane
     through ``obj``, ``compare[0]``, ``compare[1]``; one grid), a list of parameter dicts or a
-    :class:`~flatkit.directions.Plane` (used as given). ``span``: R for [−R, R] (default 1) or (lo, hi)
+    :class:`~flatkit.analyses.directions.Plane` (used as given). ``span``: R for [−R, R] (default 1) or (lo, hi)
     (default (−0.5, 1.5) for "interp"). ``mode``: "vmap" (``batch_points`` grid points per forward),
     "sequential", or "auto" (time both on one block and keep the faster). ``out``: folder where the partial
     result is written after every block; ``resume=True`` continues the partial result found there (refused

@@ -83,7 +83,7 @@ class ExposureResult(Result):
 def _exposure_one(
     run: Any, cfg: Any, spec: str, norm: str, device: Any, progress: bool, with_delta: bool
 ) -> dict[str, Any]:
-    from flatkit.robustness.common import reference_samples, run_label
+    from flatkit.analyses.robustness.common import reference_samples, run_label
     from flatkit.sampling import draw_samples, respaced, sample_generators, sample_shape
 
     diff = respaced(run.diffusion, cfg)
@@ -204,7 +204,7 @@ def exposure(
     delta: bool = True,
 ) -> ExposureResult:
     """ADM-ES exposure-bias curves for one or several runs (Python twin of ``flatkit exposure``)."""
-    from flatkit.robustness.common import data_spec
+    from flatkit.analyses.robustness.common import data_spec
     from flatkit.sampling import SamplerConfig, respacing_spec
 
     t0 = time.perf_counter()

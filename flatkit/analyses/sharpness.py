@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from flatkit.directions import ParamDict, dot
+from flatkit.analyses.directions import ParamDict, dot
 from flatkit.errors import UsageError
-from flatkit.landscape.evaluate import loss_and_gradient, loss_float64
+from flatkit.analyses.landscape.evaluate import loss_and_gradient, loss_float64
 from flatkit.results import Result
 
 KINDS = ("keskar", "l2", "average", "adaptive")

@@ -196,7 +196,7 @@ def prior(
     ``runs``: a :class:`flatkit.run.Run` or a list of them (several checkpoints / weights in one result).
     """
     from flatkit.metrics.distances import distance_names, weight_free_distances
-    from flatkit.robustness.common import (
+    from flatkit.analyses.robustness.common import (
         data_spec,
         diffusion_bank,
         paired_drift,

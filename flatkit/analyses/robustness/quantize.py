@@ -250,7 +250,7 @@ def quantize(
 
     from flatkit.metrics.distances import distance_names, weight_free_distances
     from flatkit.objective import Objective
-    from flatkit.robustness.common import data_spec, paired_drift, reference_samples
+    from flatkit.analyses.robustness.common import data_spec, paired_drift, reference_samples
     from flatkit.sampling import SamplerConfig, draw_samples, respaced, respacing_spec, sample_shape, to_uint8
 
     t0 = time.perf_counter()

@@ -1,0 +1,1 @@
+"""Robustness analyses that sample: prior perturbation, exposure bias, weight quantization."""
