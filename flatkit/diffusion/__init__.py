@@ -14,6 +14,7 @@ from flatkit.diffusion.gaussian import (
     VAR_TYPES,
     GaussianDiffusion,
     ModelFn,
+    SpacedDiffusion,
     _extract,
     extract,
 )
@@ -23,7 +24,7 @@ from flatkit.diffusion.losses import (
     mean_flat,
     normal_kl,
 )
-from flatkit.diffusion.respace import SpacedDiffusion, space_timesteps
+from flatkit.diffusion.respace import space_timesteps
 from flatkit.diffusion.samplers import ddim_sample, ddim_step, ddpm_sample, gaussian_noise, p_sample
 from flatkit.diffusion.schedules import (
     SCHEDULES,

@@ -16,17 +16,14 @@ times 1000 / original_num_steps when ``rescale_timesteps``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 
 from flatkit.diffusion.losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
+from flatkit.diffusion.respace import respaced_betas, space_timesteps
 from flatkit.errors import UsageError
-
-if TYPE_CHECKING:
-    from flatkit.diffusion.respace import SpacedDiffusion
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -160,8 +157,6 @@ class GaussianDiffusion:
 
     def respace(self, spec: str | Sequence[int]) -> GaussianDiffusion | SpacedDiffusion:
         """This diffusion's original schedule respaced by ``spec`` ("ddimN", "N", "a,b,c"; "" = all steps)."""
-        from flatkit.diffusion.respace import SpacedDiffusion, space_timesteps
-
         if spec is None or (isinstance(spec, str) and spec.strip() == ""):
             return GaussianDiffusion(self.original_betas, **self._config_kwargs())
         use_timesteps = space_timesteps(self.original_num_steps, spec)
@@ -395,3 +390,24 @@ class GaussianDiffusion:
                 vb = vb * (self.num_timesteps / 1000.0)
             return {"loss": mse + vb, "mse": mse, "vb": vb}
         return {"loss": mse, "mse": mse, "vb": torch.zeros_like(mse)}
+
+
+class SpacedDiffusion(GaussianDiffusion):
+    """The diffusion over the kept timesteps ``use_timesteps`` of the schedule ``base_betas``.
+
+    ``timestep_map[i]`` is the original timestep of respaced index i; the model is called with it.
+    ``original_betas`` / ``original_num_steps`` keep the base schedule (so ``respace`` starts from it).
+    The respaced betas are :func:`flatkit.diffusion.respace.respaced_betas` (Nichol & Dhariwal 2021, section 4).
+    """
+
+    def __init__(
+        self, base_betas: np.ndarray | Sequence[float], use_timesteps: Iterable[int], **kwargs
+    ) -> None:
+        base = GaussianDiffusion(base_betas, **kwargs)
+        keep = set(int(i) for i in use_timesteps)
+        new_betas, timestep_map = respaced_betas(base.alphas_cumprod, keep)
+        super().__init__(new_betas, **kwargs)
+        self.original_betas = base.betas.copy()
+        self.original_num_steps = base.num_timesteps
+        self.timestep_map = timestep_map
+        self.use_timesteps = keep

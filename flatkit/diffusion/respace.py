@@ -3,15 +3,20 @@
 A subsequence S of the original timesteps defines a shorter diffusion with the same marginals at the kept
 steps: alpha_bar'_i = alpha_bar_{S_i}, beta'_i = 1 - alpha_bar_{S_i} / alpha_bar_{S_{i-1}}
 (with alpha_bar_{S_{-1}} = 1).
+
+This module is the numpy half: which timesteps to keep (:func:`space_timesteps`) and the respaced betas
+(:func:`respaced_betas`). The diffusion over them, :class:`~flatkit.diffusion.gaussian.SpacedDiffusion`, lives
+beside its base class in :mod:`flatkit.diffusion.gaussian` (whose ``respace`` method builds one), so that this
+module does not import it back; ``from flatkit.diffusion.respace import SpacedDiffusion`` still works.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from flatkit.diffusion.gaussian import GaussianDiffusion
 from flatkit.errors import UsageError
 
 OPTION = "timestep_respacing"
@@ -72,34 +77,34 @@ def space_timesteps(num_timesteps: int, section_counts: str | Sequence[int]) -> 
     return set(all_steps)
 
 
-class SpacedDiffusion(GaussianDiffusion):
-    """The diffusion over the kept timesteps ``use_timesteps`` of the schedule ``base_betas``.
+def respaced_betas(alphas_cumprod: np.ndarray, use_timesteps: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The betas of the diffusion over the kept timesteps, and the map respaced index -> original timestep.
 
-    ``timestep_map[i]`` is the original timestep of respaced index i; the model is called with it.
-    ``original_betas`` / ``original_num_steps`` keep the base schedule (so ``respace`` starts from it).
+    ``alphas_cumprod`` is the base schedule's alpha_bar (float64); beta'_i = 1 - alpha_bar_{S_i} /
+    alpha_bar_{S_{i-1}} with alpha_bar_{S_{-1}} = 1. ``use_timesteps`` must be a non-empty subset of
+    0..len(alphas_cumprod)-1.
     """
+    keep = set(int(i) for i in use_timesteps)
+    if not keep or min(keep) < 0 or max(keep) >= len(alphas_cumprod):
+        raise UsageError(
+            f"{OPTION}: kept timesteps must be a non-empty subset of 0..{len(alphas_cumprod) - 1}"
+        )
+    timestep_map: list[int] = []
+    new_betas: list[float] = []
+    last_alpha_cumprod = 1.0
+    for i, alpha_cumprod in enumerate(alphas_cumprod):
+        if i in keep:
+            new_betas.append(1.0 - alpha_cumprod / last_alpha_cumprod)  # beta'_i = 1 - abar_{S_i}/abar_{S_{i-1}}
+            last_alpha_cumprod = alpha_cumprod
+            timestep_map.append(i)
+    return np.array(new_betas, dtype=np.float64), np.array(timestep_map, dtype=np.int64)
 
-    def __init__(
-        self, base_betas: np.ndarray | Sequence[float], use_timesteps: Iterable[int], **kwargs
-    ) -> None:
-        base = GaussianDiffusion(base_betas, **kwargs)
-        keep = set(int(i) for i in use_timesteps)
-        if not keep or min(keep) < 0 or max(keep) >= base.num_timesteps:
-            raise UsageError(
-                f"{OPTION}: kept timesteps must be a non-empty subset of 0..{base.num_timesteps - 1}"
-            )
-        timestep_map: list[int] = []
-        new_betas: list[float] = []
-        last_alpha_cumprod = 1.0
-        for i, alpha_cumprod in enumerate(base.alphas_cumprod):
-            if i in keep:
-                new_betas.append(
-                    1.0 - alpha_cumprod / last_alpha_cumprod
-                )  # beta'_i = 1 - abar_{S_i}/abar_{S_{i-1}}
-                last_alpha_cumprod = alpha_cumprod
-                timestep_map.append(i)
-        super().__init__(np.array(new_betas, dtype=np.float64), **kwargs)
-        self.original_betas = base.betas.copy()
-        self.original_num_steps = base.num_timesteps
-        self.timestep_map = np.array(timestep_map, dtype=np.int64)
-        self.use_timesteps = keep
+
+def __getattr__(name: str) -> Any:
+    # SpacedDiffusion moved to flatkit.diffusion.gaussian (see the module docstring); imported on use so that
+    # this module keeps no import of gaussian.py, which imports it.
+    if name == "SpacedDiffusion":
+        from flatkit.diffusion.gaussian import SpacedDiffusion
+
+        return SpacedDiffusion
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
