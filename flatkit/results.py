@@ -1,15 +1,26 @@
-"""Result files: ``<name>.json`` (numbers + ``meta``) and ``<name>.npz`` (arrays) (DESIGN.md, "Interface")."""
+"""Result files: ``<name>.json`` (numbers + ``meta``) and ``<name>.npz`` (arrays).
+
+Every analysis returns a typed :class:`Result` (a dataclass) that writes itself with :meth:`Result.save` and
+reads itself back with :meth:`Result.load`; plots, ``flatkit figures``, ``flatkit report`` and the demo read
+results only through these, never through raw JSON keys. Several checkpoints measured in one call give ONE result
+whose per-model fields are indexed by the model m (``labels[m]``), with ``meta["checkpoints"][m]`` recording each
+model's checkpoint, sha256, weights, training step and label, and one shared bank / direction fingerprint.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import hashlib
 import json
 import math
 import os
 import platform
+import subprocess
+import sys
 import tempfile
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +28,7 @@ import numpy as np
 import torch
 
 from flatkit import __version__
+from flatkit.errors import UsageError
 
 
 def jsonable(x: Any) -> Any:
@@ -79,21 +91,69 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the flatkit checkout this package runs from (None when installed from a wheel)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    if out.returncode != 0 or not commit:
+        return None
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "flatkit"],
+                           capture_output=True, text=True, timeout=5, check=False).stdout.strip()
+    return commit + ("-dirty" if dirty else "")
+
+
+#: the command line of the running ``flatkit`` command (set by the CLI; None for API calls)
+COMMAND_LINE: list[str] | None = None
+
+
+def checkpoint_meta(run: Any, label: str | None = None) -> dict:
+    """What a result records of one analysed model: label, checkpoint path and sha256, weights, training step."""
+    return {
+        "label": label if label is not None else getattr(run, "label", None),
+        "checkpoint": getattr(run, "path", None),
+        "checkpoint_sha256": getattr(run, "sha256", None),
+        "weights": getattr(run, "weights", None),
+        "step": getattr(run, "step", None),
+    }
+
+
 def make_meta(config: Any = None, run: Any = None, device: Any = None, wall_time_s: float | None = None,
-              **extra: Any) -> dict:
-    """The ``meta`` object every result carries: configuration, seeds, checkpoint, versions, device, wall time."""
+              runs: Any = None, labels: Any = None, **extra: Any) -> dict:
+    """The ``meta`` object every result carries: settings, checkpoints (path, sha256, weights, step, label),
+    versions (and the git commit from a checkout), command line, device, wall time.
+
+    ``run`` is the first (or only) model; ``runs`` / ``labels`` every model of a comparison, in result order.
+    """
     meta: dict[str, Any] = {
         "flatkit_version": __version__,
+        "git_commit": git_commit(),
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command_line": list(COMMAND_LINE) if COMMAND_LINE is not None else None,
     }
     if config is not None:
-        meta["config"] = jsonable(config)
+        meta["config"] = jsonable(config.to_dict() if hasattr(config, "to_dict") else config)
+    runs = list(runs) if runs is not None else ([run] if run is not None else [])
+    if run is None and runs:
+        run = runs[0]
     if run is not None:
-        meta["checkpoint"] = getattr(run, "path", None)
-        meta["checkpoint_sha256"] = getattr(run, "sha256", None)
-        meta["weights"] = getattr(run, "weights", None)
+        labels = list(labels) if labels is not None else [getattr(r, "label", None) for r in runs]
+        meta["checkpoints"] = [checkpoint_meta(r, lab) for r, lab in zip(runs, labels, strict=True)]
+        first = meta["checkpoints"][0]
+        meta["checkpoint"] = first["checkpoint"]
+        meta["checkpoint_sha256"] = first["checkpoint_sha256"]
+        meta["weights"] = first["weights"]
+        meta["step"] = first["step"]
+        meta["label"] = first["label"]
         rc = getattr(run, "config", None)
         if rc is not None:
             meta["run_config"] = jsonable(rc)
@@ -152,6 +212,42 @@ class Result:
         out["meta"] = jsonable(getattr(self, "meta", {}) or {})
         return out
 
+    @classmethod
+    def load(cls, directory: str | os.PathLike, name: str | None = None) -> Any:
+        """The result back from ``<name>.json`` (+ ``<name>.npz``) in a folder; fields annotated as arrays come
+        back as numpy arrays (NaN where the JSON has ``null``)."""
+        name = name or cls.name
+        d = Path(directory)
+        jpath, npath = d / f"{name}.json", d / f"{name}.npz"
+        if not jpath.is_file():
+            raise UsageError(f"{directory}: no {name}.json in this folder")
+        try:
+            js = json.loads(jpath.read_text())
+            arrs: dict[str, np.ndarray] = {}
+            if npath.is_file():
+                with np.load(npath) as z:
+                    arrs = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise UsageError(f"{jpath}: unreadable result ({e})") from None
+        if not isinstance(js, dict):
+            raise UsageError(f"{jpath}: not a {name} result (not a JSON object)")
+        hints = _type_hints(cls)
+        kw: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if not f.init:
+                continue
+            if f.name in arrs:
+                kw[f.name] = arrs[f.name]
+            elif f.name in js and not (isinstance(js[f.name], dict) and "npz" in js[f.name]):
+                v = js[f.name]
+                if hints.get(f.name) is np.ndarray and v is not None:
+                    v = _array_with_nan(v) if _nested_has_none(v) else np.asarray(v)
+                kw[f.name] = v
+        try:
+            return cls(**kw)
+        except TypeError as e:
+            raise UsageError(f"{jpath}: not a {name} result ({e})") from None
+
     def save(self, directory: str | os.PathLike, name: str | None = None) -> tuple[Path, Path | None]:
         """Write ``<name>.json`` (and ``<name>.npz`` when there are arrays) atomically; return their paths."""
         name = name or self.name
@@ -165,3 +261,23 @@ class Result:
             npath = d / f"{name}.npz"
             atomic_savez(npath, **arrs)
         return jpath, npath
+
+
+def _type_hints(cls: type) -> dict:
+    try:
+        return typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
+    except Exception:  # noqa: BLE001 - hints are a convenience for loading; fall back to none
+        return {}
+
+
+def _nested_has_none(v: Any) -> bool:
+    if isinstance(v, list):
+        return any(_nested_has_none(x) for x in v)
+    return v is None
+
+
+def _array_with_nan(v: Any) -> np.ndarray:
+    def conv(x: Any) -> Any:
+        return [conv(y) for y in x] if isinstance(x, list) else (np.nan if x is None else x)
+
+    return np.asarray(conv(v), dtype=float)

@@ -6,6 +6,7 @@ import datetime as _dt
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass as dataclasses_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,9 @@ from flatkit.errors import UsageError
 
 
 def weights_option(f: Callable) -> Callable:
-    return click.option("--weights", metavar="raw|ema|swa", default="raw", show_default=True,
-                        help="Which weights of the checkpoint: raw, ema (first rate), ema_<rate>, swa "
-                             "(a diffusers directory: raw or a variant name).")(f)
+    return click.option("--weights", metavar="raw|ema|swa[,...]", default="raw", show_default=True,
+                        help="Which weights of each checkpoint: raw, ema (first rate), ema_<rate>, swa (a "
+                             "diffusers directory: raw or a variant name); a comma-separated list measures each.")(f)
 
 
 def device_option(f: Callable) -> Callable:
@@ -83,17 +84,21 @@ def model_options(f: Callable) -> Callable:
                     raise UsageError(f"{name}: only with --model (a checkpoint records its own diffusion)")
             if "ckpt" in kwargs and kwargs["ckpt"] is None and not kwargs.get("replot"):
                 raise UsageError("CKPT: a checkpoint is required (or --model MODULE:FACTORY)")
+            if "ckpts" in kwargs and not kwargs["ckpts"] and not kwargs.get("replot"):
+                raise UsageError("CKPT: a checkpoint is required (or --model MODULE:FACTORY)")
             return f(*args, **kwargs)
         from flatkit.interop.custom import ModelSpec
 
-        if kwargs.get("ckpt") is not None:
-            raise UsageError(f"--model: pass either CKPT ({kwargs['ckpt']}) or --model {model}, not both")
+        given = kwargs.get("ckpt") or (kwargs.get("ckpts") or [None])[0]
+        if given is not None:
+            raise UsageError(f"--model: pass either CKPT ({given}) or --model {model}, not both")
         for name, key in (("--compare", "compare"), ("--trajectory", "trajectory"), ("--adm-flags", "adm_flags"),
                           ("--replot", "replot")):
             if kwargs.get(key):
                 raise UsageError(f"{name}: not available with --model")
-        kwargs["ckpt"] = ModelSpec(model, diffusion_steps if diffusion_steps is not None else 1000,
-                                   noise_schedule if noise_schedule is not None else "linear")
+        spec = ModelSpec(model, diffusion_steps if diffusion_steps is not None else 1000,
+                         noise_schedule if noise_schedule is not None else "linear")
+        kwargs["ckpts" if "ckpts" in kwargs else "ckpt"] = (spec,) if "ckpts" in kwargs else spec
         return f(*args, **kwargs)
 
     g: Callable = wrapper
@@ -261,3 +266,170 @@ def echo_written(paths: list) -> None:
             click.echo(f"wrote {p}")
 
 
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Settings -> click options (the settings dataclass owns every default; see flatkit.settings)
+def _click_type(spec: Any) -> Any:
+    if spec.kind == "choice":
+        return click.Choice(list(spec.choices))
+    if spec.kind == "int":
+        return click.IntRange(min=None if spec.min is None else int(spec.min),
+                              max=None if spec.max is None else int(spec.max))
+    if spec.kind == "float":
+        return click.FloatRange(min=spec.min, max=spec.max, min_open=spec.min_open)
+    return str
+
+
+def _list_callback(name: str, spec: Any) -> Callable:
+    from flatkit.settings import check_value as check
+    from flatkit.settings import primary_flag
+
+    def cb(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        return check(primary_flag(spec), value, spec)
+
+    return cb
+
+
+def settings_options(cls: type, skip: tuple[str, ...] = ()) -> Callable:
+    """Click options for every field of the settings class ``cls`` (same names, defaults, ranges and help)."""
+    import dataclasses
+
+    from flatkit.settings import format_default, option_spec
+
+    def deco(f: Callable) -> Callable:
+        for fld in reversed(dataclasses.fields(cls)):
+            spec = option_spec(fld)
+            if spec is None or fld.name in skip:
+                continue
+            help_ = spec.help
+            kw: dict[str, Any] = {"help": help_}
+            if spec.kind == "bool":
+                kw.update(is_flag=True, default=fld.default, show_default=False)
+                if "/" in spec.flag:
+                    kw["help"] = f"{help_}  [default: {'on' if fld.default else 'off'}]"
+            else:
+                kw.update(metavar=spec.metavar, type=_click_type(spec))
+                if spec.kind in ("floats", "ints", "strs"):
+                    kw.update(default=format_default(fld.default, spec), callback=_list_callback(fld.name, spec),
+                              show_default=True)
+                elif fld.default is None:
+                    kw["default"] = None
+                    if spec.default_help:
+                        kw["help"] = f"{help_}  [default: {spec.default_help}]"
+                else:
+                    kw.update(default=fld.default, show_default=True)
+            f = click.option(spec.flag, fld.name, **kw)(f)
+        return f
+
+    return deco
+
+
+def settings_from(cls: type, params: dict) -> Any:
+    """The settings of a command from its parsed options (removed from ``params``); errors name the option."""
+    import dataclasses
+
+    names = [f.name for f in dataclasses.fields(cls) if f.name in params]
+    values = {n: params.pop(n) for n in names}
+    try:
+        return cls(**values)
+    except UsageError as e:
+        raise UsageError(option_message(str(e))) from None
+
+
+def option_message(msg: str) -> str:
+    """A library message that starts with a settings parameter (``n_eval 0: ...``) rewritten with its option."""
+    from flatkit.settings import option_name
+
+    head, _, rest = msg.partition(" ")
+    head = head.rstrip(":")
+    opt = option_name(head) if head.isidentifier() else None
+    return f"{opt}{msg[len(head):]}" if opt else msg
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Models: CKPT..., --compare, --labels, --weights (one loader, one labelling rule)
+def models_options(f: Callable) -> Callable:
+    """``CKPT...`` plus ``--compare`` and ``--labels``, shared by every analysis command."""
+    f = click.option("--labels", metavar="A,B,..", default=None,
+                     help="Labels of the models, in order (default: run folder name:weights).")(f)
+    f = click.option("--compare", metavar="CKPT2", multiple=True,
+                     help="More models on the same bank, directions and seeds (repeat, or comma-separated): "
+                          "a checkpoint, or raw/ema/ema_<rate>/swa for other weights of the first CKPT.")(f)
+    return click.argument("ckpts", metavar="CKPT...", nargs=-1)(f)
+
+
+def split_list(values: Any) -> list[str]:
+    """``--x a --x b,c`` → ``["a", "b", "c"]``."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    return [v.strip() for item in values for v in str(item).split(",") if v.strip()]
+
+
+def is_weights_name(s: str) -> bool:
+    """A ``--compare`` entry naming other weights of CKPT (raw, ema, ema_<rate>, swa) rather than a file."""
+    return (s in ("raw", "ema", "swa") or s.startswith("ema_")) and not Path(s).exists()
+
+
+@dataclasses_dataclass
+class Models:
+    """The models of one command, in result order: ``runs[m]`` labelled ``labels[m]``."""
+
+    runs: list
+    labels: list
+    paths: list
+
+
+def load_models(ckpts: Any, compare: Any = (), labels: str | None = None, weights: str = "raw",
+                device: Any = "auto", adm_flags: str | None = None, trust: bool = False) -> Models:
+    """Every model a command analyses: each CKPT under each ``--weights`` choice, then each ``--compare`` entry
+    (another checkpoint under the first weights choice, or a weights name of the first CKPT)."""
+    from flatkit.interop.custom import ModelSpec
+    from flatkit.labels import default_label, unique
+
+    dev = resolve_device(device) if isinstance(device, str) else device
+    ckpt_list = [ckpts] if isinstance(ckpts, (str, ModelSpec)) else list(ckpts or [])
+    if not ckpt_list:
+        raise UsageError("CKPT: a checkpoint is required")
+    wlist = split_list(weights) or ["raw"]
+    entries: list[tuple[Any, str]] = [(c, w) for c in ckpt_list for w in wlist]
+    for c in split_list(compare):
+        entries.append((ckpt_list[0], c) if is_weights_name(c) else (c, wlist[0]))
+    runs, paths = [], []
+    for c, w in entries:
+        try:
+            runs.append(load_run(c, w, adm_flags, trust, dev))
+        except UsageError as e:
+            if is_weights_name(w) and w not in wlist and "weights" in str(e):
+                raise UsageError(f"--compare {w}: {e}") from None
+            raise
+        paths.append(str(c))
+    if labels:
+        lab = [s.strip() for s in labels.split(",")]
+        if len(lab) != len(runs):
+            raise UsageError(f"--labels: {len(lab)} label(s) for {len(runs)} model(s)")
+    else:
+        lab = [default_label(r.path if r.path else p, r.weights) for r, p in zip(runs, paths, strict=True)]
+    return Models(runs=runs, labels=unique(lab), paths=paths)
+
+
+def objectives_for(models: Models, s: Any) -> list:
+    """One objective per model on ONE frozen bank (the first model's data unless ``--data``), from the bank
+    settings ``s`` (data, n_eval, seed, batch_size, loss)."""
+    obj = make_objective(models.runs[0], data=s.data, n=s.n_eval, seed=s.seed, loss=s.loss,
+                         batch_size=s.batch_size, **({"include": list(s.include) or None,
+                                                      "exclude": list(s.exclude) or None,
+                                                      "t_bins": s.per_timestep}
+                                                     if hasattr(s, "include") else {}))
+    return [obj] + [obj.for_run(r) for r in models.runs[1:]]
+
+
+def run_options(f: Callable) -> Callable:
+    """What every analysis command takes beyond its settings: weights, device, output folder, checkpoint
+    loading, ``--model`` (any torch model) and ``--no-progress``."""
+    f = click.option("--no-progress", is_flag=True, help="No progress output.")(f)
+    for option in (model_options, checkpoint_options, out_option, device_option, weights_option):
+        f = option(f)
+    return f
