@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -115,7 +117,19 @@ def test_pca_of_a_trajectory_recovers_its_plane():
 
 
 def test_normalize_rejects_unknown_modes():
-    with pytest.raises(UsageError, match="--norm"):
-        normalize_direction(_params(), _params(), norm="model")
-    with pytest.raises(UsageError, match="--bias"):
+    with pytest.raises(UsageError, match="norm"):
+        normalize_direction(_params(), _params(), norm="bogus")
+    with pytest.raises(UsageError, match="bias"):
         normalize_direction(_params(), _params(), bias="twice")
+
+
+def test_model_and_unit_norms_scale_the_whole_direction():
+    p = _params()
+    d = {k: v * 3.0 + 1.0 for k, v in p.items()}
+    theta_norm = math.sqrt(sum(float((v.double() ** 2).sum()) for v in p.values()))
+    for mode, target in (("model", theta_norm), ("unit", 1.0)):
+        out = normalize_direction(d, p, norm=mode)
+        got = math.sqrt(sum(float((v.double() ** 2).sum()) for v in out.values()))
+        assert got == pytest.approx(target, rel=1e-6)
+        zero = normalize_direction({k: torch.zeros_like(v) for k, v in p.items()}, p, norm=mode)
+        assert all(float(v.abs().sum()) == 0.0 for v in zero.values())

@@ -28,7 +28,7 @@ from flatkit.errors import UsageError
 
 ParamDict = dict[str, Tensor]
 
-NORMS = ("filter", "layer", "none")
+NORMS = ("filter", "layer", "model", "unit", "none")
 BIAS_MODES = ("zero", "normalise")
 
 
@@ -109,16 +109,24 @@ def normalize_direction(d: ParamDict, params: ParamDict, norm: str = "filter", b
     """Scale a direction to the weights (Li et al. 2018, eq. 1).
 
     ``norm="filter"``: each filter of d (a slice along dim 0 of a tensor with ≥ 2 dims) gets the norm of the
-    weight's filter; ``"layer"``: each tensor of d gets the norm of its weight tensor; ``"none"``: d unchanged.
+    weight's filter; ``"layer"``: each tensor of d gets the norm of its weight tensor; ``"model"``: d as a whole
+    gets ‖θ‖ (‖d‖ = ‖θ‖); ``"unit"``: ‖d‖ = 1 (a radius is then an absolute L2 distance); ``"none"``: d unchanged.
+    Under ``"model"`` / ``"unit"`` a zero d stays zero.
     ``bias`` decides 1-D tensors (biases, norm scales) under ``"filter"``: ``"zero"`` sets them to 0,
     ``"normalise"`` scales the whole tensor once to the weight tensor's norm. 0-d tensors count as 1-D.
     """
     if norm not in NORMS:
-        raise UsageError(f"--norm: {norm!r} is not one of {', '.join(NORMS)}")
+        raise UsageError(f"norm {norm!r}: expected one of {', '.join(NORMS)}")
     if bias not in BIAS_MODES:
-        raise UsageError(f"--bias: {bias!r} is not one of {', '.join(BIAS_MODES)}")
+        raise UsageError(f"bias {bias!r}: expected one of {', '.join(BIAS_MODES)}")
     if norm == "none":
         return {k: v.clone() for k, v in d.items()}
+    if norm in ("model", "unit"):
+        n = math.sqrt(dot(d, d))
+        if n == 0.0:
+            return scale(d, 0.0)
+        target = math.sqrt(dot(params, params)) if norm == "model" else 1.0
+        return scale(d, target / n)
     out = {}
     for k, v in d.items():
         w = params[k]
