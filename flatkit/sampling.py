@@ -24,6 +24,7 @@ import torch
 
 from flatkit.errors import FlatkitError, UsageError
 from flatkit.results import Result
+from flatkit.settings import SampleSettings
 
 SAMPLERS = ("ddpm", "ddim")
 
@@ -33,53 +34,37 @@ PriorFn = Callable[[torch.Tensor, Sequence[int]], torch.Tensor]
 ChainCallback = Callable[[Sequence[int], int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
-@dataclass
-class SamplerConfig:
-    """How samples are drawn (stored in every result's ``meta``)."""
-
-    n: int = 64
-    steps: int = 100  # T', the number of respaced sampling steps
-    sampler: str = "ddpm"  # "ddpm" | "ddim"
-    eta: float = 0.0  # DDIM's eta (0: deterministic)
-    seed: int = 0
-    respacing: str | None = None  # ADM timestep_respacing; None: "ddim<T'>" for DDIM, "<T'>" for DDPM
-    clip_denoised: bool = True
-    batch_size: int = 64
-
-    def validate(self) -> SamplerConfig:
-        if self.sampler not in SAMPLERS:
-            raise UsageError(f"--sampler {self.sampler}: expected one of {', '.join(SAMPLERS)}")
-        if self.n < 1:
-            raise UsageError(f"--n: must be at least 1, got {self.n}")
-        if self.steps < 1:
-            raise UsageError(f"--steps: must be at least 1, got {self.steps}")
-        if self.eta < 0:
-            raise UsageError(f"--eta: must be >= 0, got {self.eta}")
-        if self.sampler == "ddpm" and self.eta != 0:
-            raise UsageError("--eta: only meaningful with --sampler ddim")
-        if self.batch_size < 1:
-            raise UsageError(f"--batch-size: must be at least 1, got {self.batch_size}")
-        return self
+#: How samples are drawn: the sampler settings plus the seed and micro-batch (:class:`flatkit.settings.SampleSettings`,
+#: whose fields are ``n``, ``sampler``, ``sampling_steps``, ``ddim_eta``, ``respacing``, ``clip``, ``seed``,
+#: ``batch_size``). Every sampling analysis derives its own with :func:`sampler_config`.
+SamplerConfig = SampleSettings
 
 
-def respacing_spec(num_timesteps: int, cfg: SamplerConfig) -> str:
+def sampler_config(s: Any) -> SampleSettings:
+    """The :class:`SamplerConfig` of any settings that include the sampler's (prior, exposure, quantize ...)."""
+    if type(s) is SampleSettings:
+        return s
+    return SampleSettings(**{k: getattr(s, k) for k in SampleSettings.__dataclass_fields__})
+
+
+def respacing_spec(num_timesteps: int, cfg: Any) -> str:
     """The ADM respacing string for T' steps ("" = every step of the schedule)."""
     if cfg.respacing is not None:
         return cfg.respacing
-    if cfg.steps > num_timesteps:
-        raise UsageError(f"--steps {cfg.steps}: the schedule has only {num_timesteps} steps")
-    if cfg.steps == num_timesteps:
+    if cfg.sampling_steps > num_timesteps:
+        raise UsageError(f"sampling_steps {cfg.sampling_steps}: the schedule has only {num_timesteps} steps")
+    if cfg.sampling_steps == num_timesteps:
         return ""
-    return f"ddim{cfg.steps}" if cfg.sampler == "ddim" else str(cfg.steps)
+    return f"ddim{cfg.sampling_steps}" if cfg.sampler == "ddim" else str(cfg.sampling_steps)
 
 
-def respaced(diffusion: Any, cfg: SamplerConfig) -> Any:
+def respaced(diffusion: Any, cfg: Any) -> Any:
     """The diffusion respaced to T' steps (from its original schedule)."""
     spec = respacing_spec(int(diffusion.original_num_steps), cfg)
     try:
         return diffusion.respace(spec)
     except UsageError as e:
-        raise UsageError(f"--steps/--respacing: {e}") from None
+        raise UsageError(f"respacing {spec!r}: {e}") from None
 
 
 def sample_seed(seed: int, i: int, stream: int = 0) -> int:
@@ -113,6 +98,20 @@ def _model_device(model: Any) -> torch.device:
         return torch.device("cpu")
 
 
+def run_chain(model: Any, diffusion: Any, x_T: torch.Tensor, generator: Any, cfg: Any,
+              callback: Callable | None = None) -> torch.Tensor:
+    """x_0 of one batch of chains from ``x_T`` with ``cfg.sampler`` (DDPM ancestral or DDIM with ``cfg.ddim_eta``),
+    clipping the x_0 prediction when ``cfg.clip``; ``generator``: one per sample, or one for the batch. The one
+    place that picks the per-step sampler of :mod:`flatkit.diffusion.samplers`."""
+    from flatkit.diffusion.samplers import ddim_sample, ddpm_sample
+
+    with torch.no_grad():
+        if cfg.sampler == "ddpm":
+            return ddpm_sample(diffusion, model, x_T, generator, clip_denoised=cfg.clip, callback=callback)
+        return ddim_sample(diffusion, model, x_T, generator, eta=cfg.ddim_eta, clip_denoised=cfg.clip,
+                           callback=callback)
+
+
 class _BatchSampler:
     """One batch of :func:`draw_samples`: the first ``size`` of the remaining indices. Called again with a
     smaller size after running out of memory, which is only transparent while no step has been reported yet
@@ -125,7 +124,6 @@ class _BatchSampler:
         self.delivered = 0
 
     def __call__(self, size: int) -> torch.Tensor:
-        from flatkit.diffusion.samplers import ddim_sample, ddpm_sample
         from flatkit.memory import is_out_of_memory
 
         bidx = self.rest[:size]
@@ -141,14 +139,7 @@ class _BatchSampler:
                 if self.bar is not None:
                     self.bar.update(len(bidx))
 
-            cfg = self.cfg
-            with torch.no_grad():
-                if cfg.sampler == "ddpm":
-                    x0 = ddpm_sample(self.diffusion, self.model, x_T, gens, clip_denoised=cfg.clip_denoised,
-                                     callback=cb)
-                else:
-                    x0 = ddim_sample(self.diffusion, self.model, x_T, gens, eta=cfg.eta,
-                                     clip_denoised=cfg.clip_denoised, callback=cb)
+            x0 = run_chain(self.model, self.diffusion, x_T, gens, self.cfg, callback=cb)
             return x0.detach().to("cpu", torch.float32)
         except Exception as e:
             if self.delivered and is_out_of_memory(e):
@@ -168,6 +159,7 @@ def draw_samples(
     indices: Sequence[int] | None = None,
     progress: bool = False,
     desc: str = "sampling",
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Samples (N, *shape) float32 on the CPU, in [-1, 1] for images (x_0 of the chain).
 
@@ -175,14 +167,19 @@ def draw_samples(
     it is called under ``torch.no_grad`` and never modified. ``prior`` maps the per-sample standard normal
     z to
     x_T (default x_T = z). ``indices``: the global sample indices (default ``range(cfg.n)``).
+
+    ``generator``: draw x_T and every noise of all ``cfg.n`` chains from this one generator, in one batch (the
+    trainer's preview stream; the samples then depend on ``n``, and ``prior``/``indices`` are not used).
     """
 
-    cfg.validate()
     idx = list(range(cfg.n)) if indices is None else [int(i) for i in indices]
     dev = torch.device(device) if device is not None else _model_device(model)
     from flatkit.precision import autocast_model, current_sampling_precision
 
     model = autocast_model(model, *current_sampling_precision())  # as given unless --precision/--channels-last
+    if generator is not None:
+        x_T = torch.randn((cfg.n, *shape), generator=generator).to(dev)
+        return run_chain(model, diffusion, x_T, generator, cfg).detach().to("cpu", torch.float32)
     T = int(diffusion.num_timesteps)
     bar = None
     if progress:
@@ -322,71 +319,79 @@ class SampleResult(Result):
         return jpath, npath
 
 
+def data_fingerprint(spec: str | None) -> str | None:
+    """The fingerprint of the data a spec names (None when there is none or it cannot be read)."""
+    if spec is None:
+        return None
+    try:
+        from flatkit.data import load_dataset
+
+        return load_dataset(spec).fingerprint()
+    except Exception:  # noqa: BLE001 - provenance only: a sample does not need its data
+        return None
+
+
 def sample(
     run: Any,
     n: int = 64,
-    steps: int = 100,
     sampler: str = "ddpm",
-    eta: float = 0.0,
-    seed: int = 0,
+    sampling_steps: int = 20,
+    ddim_eta: float = 0.0,
     respacing: str | None = None,
-    clip_denoised: bool = True,
+    clip: bool = True,
+    seed: int = 0,
     batch_size: int = 64,
+    settings: SampleSettings | None = None,
     device: torch.device | str | None = None,
     progress: bool = False,
     precision: str = "fp32",
     channels_last: bool = False,
+    label: str | None = None,
 ) -> SampleResult:
-    """Draw ``n`` samples from a :class:`flatkit.run.Run` with T' = ``steps`` (Python twin of ``flatkit
+    """Draw ``n`` samples from a :class:`flatkit.run.Run` with T' = ``sampling_steps`` (Python twin of ``flatkit
     sample``). Under torchrun (an initialised group of several ranks) the batches are shared out and the samples
     gathered on rank 0; the other ranks get a result without samples."""
     import time
 
     from flatkit.results import make_meta
+    from flatkit.settings import make
 
+    s = make(SampleSettings, settings, locals())
     t0 = time.perf_counter()
-    cfg = SamplerConfig(
-        n=n,
-        steps=steps,
-        sampler=sampler,
-        eta=eta,
-        seed=seed,
-        respacing=respacing,
-        clip_denoised=clip_denoised,
-        batch_size=batch_size,
-    ).validate()
     from flatkit import distributed as dist
     from flatkit.precision import precision_meta, sampling_precision
 
-    diff = respaced(run.diffusion, cfg)
+    diff = respaced(run.diffusion, s)
     shape = sample_shape(run.config.model)
     dev = torch.device(device) if device is not None else _model_device(run.model)
     if dist.world() == 1:
         with sampling_precision(precision, channels_last):
-            x = draw_samples(run.model, diff, cfg, shape, device=dev, progress=progress)
+            x = draw_samples(run.model, diff, s, shape, device=dev, progress=progress)
     else:  # several ranks (torchrun): whole batches dealt round-robin, gathered on rank 0 in index order
-        idx = dist.batch_shard(n, batch_size)
+        idx = dist.batch_shard(s.n, s.batch_size)
         with sampling_precision(precision, channels_last):
-            mine = draw_samples(run.model, diff, cfg, shape, device=dev, indices=idx,
+            mine = draw_samples(run.model, diff, s, shape, device=dev, indices=idx,
                                 progress=progress and dist.is_main()) if idx else torch.zeros((0, *shape))
         parts = dist.gather_objects((idx, mine))
         x = None  # the other ranks return no samples
         if parts is not None:
-            x = torch.zeros((n, *shape), dtype=torch.float32)
+            x = torch.zeros((s.n, *shape), dtype=torch.float32)
             for part_idx, part in parts:
                 if part_idx:
                     x[torch.as_tensor(part_idx)] = part
     res = SampleResult(
-        sampler=vars(cfg).copy(),
-        respacing=respacing_spec(int(diff.original_num_steps), cfg),
+        sampler=s.to_dict(),
+        respacing=respacing_spec(int(diff.original_num_steps), s),
         timestep_map=[int(v) for v in diff.timestep_map],
         shape=list(shape),
-        seeds=[sample_seed(seed, i) for i in range(n)],
+        seeds=[sample_seed(s.seed, i) for i in range(s.n)],
     )
     if x is not None and len(shape) == 3:
         res.images = to_uint8(x)
     elif x is not None:
         res.points = x.numpy().astype(np.float32)
-    res.meta = make_meta(config=vars(cfg), run=run, device=dev, wall_time_s=time.perf_counter() - t0,
-                         precision=precision_meta(precision, channels_last, dev))
+    spec = getattr(run.config, "data", None)
+    res.meta = make_meta(config=s, run=run, labels=[label] if label is not None else None, device=dev,
+                         wall_time_s=time.perf_counter() - t0, precision=precision_meta(precision, channels_last, dev),
+                         data=spec, data_fingerprint=data_fingerprint(spec))
     return res

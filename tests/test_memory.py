@@ -171,7 +171,7 @@ def test_other_errors_are_not_retried(capsys):
 def test_sampling_halves_the_batch_and_gives_the_same_samples(run, capsys):
     from flatkit.sampling import SamplerConfig, draw_samples, respaced
 
-    cfg = SamplerConfig(n=6, steps=3, sampler="ddim", seed=0, batch_size=2)
+    cfg = SamplerConfig(n=6, sampling_steps=3, sampler="ddim", seed=0, batch_size=2)
     diff = respaced(run.diffusion, cfg)
     model = run.model.eval()
     want = draw_samples(model, diff, cfg, (3, 8, 8))
@@ -181,7 +181,7 @@ def test_sampling_halves_the_batch_and_gives_the_same_samples(run, capsys):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (test)")
         return model(x, t)
 
-    cfg8 = SamplerConfig(n=6, steps=3, sampler="ddim", seed=0, batch_size=8)
+    cfg8 = SamplerConfig(n=6, sampling_steps=3, sampler="ddim", seed=0, batch_size=8)
     got = draw_samples(small_memory_model, diff, cfg8, (3, 8, 8))
     assert torch.equal(got, want)
     assert _notes(capsys) == ["note: out of memory at sampling batch 8; retrying with 4",

@@ -10,7 +10,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from flatkit.config import RunConfig
 from flatkit.errors import FlatkitError, UsageError
 from flatkit.objective import Objective
 from tests._small_unet import Images, small_run
@@ -76,7 +75,7 @@ def test_fp32_landscape_is_bit_identical_to_before(run):
     want = np.array([[float(_loss_as_before(obj, point_params(obj.params, [d1, d2], [a, b]))) for b in ax]
                      for a in ax])
     assert np.array_equal(res2.values[0], want)
-    assert res.meta["precision"] == "fp32" and "precision" not in res.meta["config"]
+    assert res.meta["precision"] == "fp32" and "precision" not in res.meta["grid"]
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
@@ -89,7 +88,7 @@ def test_reduced_precision_landscape_is_close_to_fp32_and_recorded(run, precisio
     np.testing.assert_allclose(res.values, ref.values, rtol=BF16_RTOL)
     assert not np.array_equal(res.values, ref.values)  # autocast did act
     assert res.meta["precision"] == precision
-    assert res.meta["config"]["precision"] == {"precision": precision, "channels_last": False}
+    assert res.meta["grid"]["precision"] == {"precision": precision, "channels_last": False}
     assert res.config_hash != ref.config_hash  # a resume cannot mix precisions
 
 
@@ -125,26 +124,17 @@ def test_top_eigenvalue_under_bf16_only_when_asked_and_close(run):
 def test_sampling_under_bf16_is_close_and_recorded(run):
     from flatkit.sampling import sample
 
-    a = sample(run, n=4, steps=3, sampler="ddim", batch_size=4)
-    b = sample(run, n=4, steps=3, sampler="ddim", batch_size=4, precision="bf16")
+    a = sample(run, n=4, sampling_steps=3, sampler="ddim", batch_size=4)
+    b = sample(run, n=4, sampling_steps=3, sampler="ddim", batch_size=4, precision="bf16")
     assert b.meta["precision"]["precision"] == "bf16" and a.meta["precision"]["precision"] == "fp32"
     diff = np.abs(a.images.astype(int) - b.images.astype(int))
     assert diff.mean() < 8  # uint8 levels
 
 
-def test_cli_landscape_records_precision(tmp_path):
-    from flatkit.checkpoint import make_checkpoint, save_checkpoint
+def test_cli_landscape_records_precision(shared_ckpt, tmp_path):
     from flatkit.cli import main
-    from flatkit.models.presets import build_model, get_preset
 
-    cfg_m, cfg_d = get_preset("tiny")
-    model = build_model(cfg_m, seed=0)
-    g = torch.Generator().manual_seed(0)
-    sd = {k: v + 0.02 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
-          for k, v in model.state_dict().items()}
-    ckpt = tmp_path / "c.pt"
-    save_checkpoint(make_checkpoint(RunConfig(model=cfg_m, diffusion=cfg_d, data="builtin:shapes16"), {"raw": sd},
-                                    step=0), ckpt)
+    ckpt = shared_ckpt("tiny")
     out = tmp_path / "l"
     r = CliRunner().invoke(main, ["landscape", str(ckpt), "--points", "3", "--n-eval", "8", "--batch-size", "8",
                                   "--device", "cpu", "--precision", "bf16", "--channels-last", "--out", str(out)])
@@ -152,23 +142,17 @@ def test_cli_landscape_records_precision(tmp_path):
     js = json.loads((out / "landscape.json").read_text())
     assert js["meta"]["precision"] == {"precision": "bf16", "autocast": "torch.bfloat16", "channels_last": True,
                                        "channels_last_applied": False}
-    assert js["meta"]["config"]["precision"] == "bf16"
+    assert js["meta"]["config"]["n_eval"] == 8
     r = CliRunner().invoke(main, ["landscape", str(ckpt), "--precision", "fp8"])
     assert r.exit_code == 2 and "--precision" in r.output
 
 
-def test_cli_sample_records_precision(tmp_path):
-    from flatkit.checkpoint import make_checkpoint, save_checkpoint
+def test_cli_sample_records_precision(shared_ckpt, tmp_path):
     from flatkit.cli import main
-    from flatkit.models.presets import build_model, get_preset
 
-    cfg_m, cfg_d = get_preset("mlp")
-    model = build_model(cfg_m, seed=0)
-    ckpt = tmp_path / "m.pt"
-    save_checkpoint(make_checkpoint(RunConfig(model=cfg_m, diffusion=cfg_d, data="builtin:gaussians2d"),
-                                    {"raw": model.state_dict()}, step=0), ckpt)
+    ckpt = shared_ckpt("mlp", noise=0, data="builtin:gaussians2d")
     out = tmp_path / "s"
-    r = CliRunner().invoke(main, ["sample", str(ckpt), "--n", "4", "--steps", "2", "--device", "cpu",
+    r = CliRunner().invoke(main, ["sample", str(ckpt), "--n", "4", "--sampling-steps", "2", "--device", "cpu",
                                   "--precision", "bf16", "--no-progress", "--out", str(out)])
     assert r.exit_code == 0, r.output
     js = json.loads((out / "sample.json").read_text())

@@ -16,36 +16,23 @@ from flatkit.sampling import SamplerConfig, draw_samples, respaced, sample, samp
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from flatkit.checkpoint import make_checkpoint, save_checkpoint
-    from flatkit.config import RunConfig
-    from flatkit.models.presets import build_model, get_preset
-
-    cfg_m, cfg_d = get_preset("tiny")
-    sd = build_model(cfg_m, seed=0).state_dict()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(
-        make_checkpoint(
-            RunConfig(model=cfg_m, diffusion=cfg_d, data="builtin:shapes16?n=64"), {"raw": sd}, step=0
-        ),
-        path,
-    )
-    return flatkit.load(path)
+def tiny_run(shared_ckpt):
+    return flatkit.load(shared_ckpt("tiny", noise=0, data="builtin:shapes16?n=64"))
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 def test_sample_does_not_depend_on_batch_size(tiny_run, sampler) -> None:
     eta = 0.5 if sampler == "ddim" else 0.0
-    a = sample(tiny_run, n=5, steps=3, sampler=sampler, eta=eta, seed=3, batch_size=2)
-    b = sample(tiny_run, n=5, steps=3, sampler=sampler, eta=eta, seed=3, batch_size=5)
+    a = sample(tiny_run, n=5, sampling_steps=3, sampler=sampler, ddim_eta=eta, seed=3, batch_size=2)
+    b = sample(tiny_run, n=5, sampling_steps=3, sampler=sampler, ddim_eta=eta, seed=3, batch_size=5)
     np.testing.assert_allclose(a.images.astype(int), b.images.astype(int), atol=1)
     assert (a.images == b.images).mean() > 0.99
-    c = sample(tiny_run, n=5, steps=3, sampler=sampler, eta=eta, seed=4, batch_size=5)
+    c = sample(tiny_run, n=5, sampling_steps=3, sampler=sampler, ddim_eta=eta, seed=4, batch_size=5)
     assert not np.array_equal(a.images, c.images)
 
 
 def test_subset_of_indices_reproduces_the_same_samples(tiny_run) -> None:
-    cfg = SamplerConfig(n=4, steps=2, sampler="ddpm", seed=1, batch_size=4)
+    cfg = SamplerConfig(n=4, sampling_steps=2, sampler="ddpm", seed=1, batch_size=4)
     diff = respaced(tiny_run.diffusion, cfg)
     full = draw_samples(tiny_run.model, diff, cfg, (3, 16, 16))
     part = draw_samples(tiny_run.model, diff, cfg, (3, 16, 16), indices=[2, 3])
@@ -53,8 +40,8 @@ def test_subset_of_indices_reproduces_the_same_samples(tiny_run) -> None:
 
 
 def test_ddim_eta0_is_deterministic_and_seeds_are_distinct(tiny_run) -> None:
-    a = sample(tiny_run, n=2, steps=2, sampler="ddim", seed=0)
-    b = sample(tiny_run, n=2, steps=2, sampler="ddim", seed=0)
+    a = sample(tiny_run, n=2, sampling_steps=2, sampler="ddim", seed=0)
+    b = sample(tiny_run, n=2, sampling_steps=2, sampler="ddim", seed=0)
     assert np.array_equal(a.images, b.images)
     assert len({sample_seed(0, i) for i in range(100)} | {sample_seed(1, i) for i in range(100)}) == 200
 
@@ -65,7 +52,7 @@ def test_ddim_matches_adm_fixture(adm_fixtures) -> None:
         adm_fixtures / "adm_small_b.pt",
         adm_flags=json.loads((adm_fixtures / "adm_small_fixtures.json").read_text())["small_b"]["flags"],
     )
-    cfg = SamplerConfig(n=fx["sample_ddim10_xT"].shape[0], steps=10, sampler="ddim", respacing="ddim10")
+    cfg = SamplerConfig(n=fx["sample_ddim10_xT"].shape[0], sampling_steps=10, sampler="ddim", respacing="ddim10")
     diff = respaced(run.diffusion, cfg)
     x_T = fx["sample_ddim10_xT"].to(torch.float32)
     got = draw_samples(run.model, diff, cfg, tuple(x_T.shape[1:]), prior=lambda z, idx: x_T[list(idx)])
@@ -88,7 +75,7 @@ def test_sample_command_writes_npz_png_json(tiny_run, tmp_path) -> None:
             tiny_run.path,
             "--n",
             "3",
-            "--steps",
+            "--sampling-steps",
             "2",
             "--sampler",
             "ddim",
@@ -110,7 +97,7 @@ def test_sample_command_writes_npz_png_json(tiny_run, tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
-    "args,name", [(["--steps", "5000"], "--steps"), (["--sampler", "ddpm", "--eta", "0.5"], "--eta")]
+    "args,name", [(["--sampling-steps", "5000"], "--sampling-steps"), (["--sampler", "ddpm", "--ddim-eta", "0.5"], "--ddim-eta")]
 )
 def test_sample_bad_input_exits_2(tiny_run, tmp_path, args, name) -> None:
     r = CliRunner().invoke(main, ["sample", tiny_run.path, "--n", "2", *args, "--out", str(tmp_path / "x")])

@@ -433,3 +433,40 @@ def run_options(f: Callable) -> Callable:
     for option in (model_options, checkpoint_options, out_option, device_option, weights_option):
         f = option(f)
     return f
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Sampling analyses (prior, exposure, quantize): models, device, output folder and --precision in one place
+@dataclasses_dataclass
+class SamplingSetup:
+    """What a sampling analysis command runs with: its models, device, output folder, the precision context to
+    sample in and what the result's meta records of it."""
+
+    models: Models
+    device: Any
+    out_dir: Path
+    context: Any
+    precision: dict
+
+
+def sampling_setup(params: dict, name: str) -> SamplingSetup:
+    """Load CKPT... / --compare / --labels / --weights, resolve --device and --out, set up --precision."""
+    dev = resolve_device(params["device"])
+    models = load_models(params["ckpts"], params.get("compare", ()), params.get("labels"), params["weights"], dev,
+                         params.get("adm_flags"), params.get("trust_checkpoint", False))
+    out_dir = resolve_out_dir(params.get("out"), name)
+    ctx, prec = sampling_precision_for(models.runs, params.get("precision", "fp32"),
+                                       params.get("channels_last", False), dev)
+    return SamplingSetup(models, dev, out_dir, ctx, prec)
+
+
+class option_errors:  # noqa: N801 - used as a context manager: ``with option_errors(): ...``
+    """Library errors naming a settings parameter (``sampling_steps 5000: ...``) re-raised naming its option."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, typ: Any, exc: Any, tb: Any) -> bool:
+        if isinstance(exc, UsageError):
+            raise UsageError(option_message(str(exc))) from None
+        return False

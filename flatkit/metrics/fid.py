@@ -25,6 +25,7 @@ import numpy as np
 
 from flatkit.errors import UsageError
 from flatkit.results import Result, file_sha256, make_meta
+from flatkit.settings import FidSettings
 
 
 def load_samples(path: str | os.PathLike, what: str = "SAMPLES") -> np.ndarray:
@@ -103,33 +104,38 @@ def fid(
     samples: str,
     ref: str,
     detector: str | None = None,
-    batch_size: int = 64,
-    device: Any = "cpu",
-    n_ref: int | None = None,
+    ref_cache: str | None = None,
+    max_ref: int | None = None,
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
-    seed: int = 0,
-    ref_cache: str | None = None,
-    weight_free: bool = True,
     projections: int = 256,
+    seed: int = 0,
+    batch_size: int = 64,
+    settings: FidSettings | None = None,
+    device: Any = "cpu",
+    weight_free: bool = True,
     pool: int = 8,
     progress: bool = False,
 ) -> FidResult:
-    """FID / KID of ``samples`` (npz) against ``ref`` (npz images, data spec or mu/sigma npz)."""
+    """FID / KID of ``samples`` (npz) against ``ref`` (npz images, data spec or mu/sigma npz); ``max_ref``: use
+    only the first N reference images."""
     import torch
 
     from flatkit.metrics.detector import detector_features, load_detector
     from flatkit.metrics.distances import distance_names, weight_free_distances
     from flatkit.metrics.frechet import feature_statistics, frechet_distance, load_statistics, save_statistics
     from flatkit.metrics.kid import kernel_inception_distance
+    from flatkit.settings import make
 
+    s = make(FidSettings, settings, locals())
+    detector, ref_cache, seed, batch_size = s.detector, s.ref_cache, s.seed, s.batch_size
     t0 = time.perf_counter()
     imgs = load_samples(samples)
     res = FidResult(n_samples=int(imgs.shape[0]))
     ref_is_stats = _is_stats_file(ref)
     ref_imgs = None
     if not ref_is_stats:
-        ref_imgs = load_reference_images(ref, n_ref)
+        ref_imgs = load_reference_images(ref, s.max_ref)
         if ref_imgs.shape[1:3] != imgs.shape[1:3] or ref_imgs.shape[3] != imgs.shape[3]:
             raise UsageError(
                 f"REF {ref}: images of shape {ref_imgs.shape[1:]} differ from the samples' {imgs.shape[1:]}"
@@ -161,32 +167,22 @@ def fid(
         res.feature_dim = int(fs.shape[1])
         res.fid = frechet_distance(mu_s, sig_s, mu_r, sig_r)
         if feats_r is not None:
-            res.kid, res.kid_std = kernel_inception_distance(fs, feats_r, kid_subsets, kid_subset_size, seed)
+            res.kid, res.kid_std = kernel_inception_distance(fs, feats_r, s.kid_subsets, s.kid_subset_size, seed)
         else:
             res.kid_note = "reference given as mu/sigma statistics only: KID needs reference features"
     if weight_free and ref_imgs is not None:
         to_f = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1  # noqa: E731
         res.weight_free = weight_free_distances(
-            to_f(imgs), to_f(ref_imgs), n_projections=projections, seed=seed, pool=pool
+            to_f(imgs), to_f(ref_imgs), n_projections=s.projections, seed=seed, pool=pool
         )
         res.weight_free_names = distance_names(pool)
-    config = dict(
+    res.meta = make_meta(
+        config=s,
         samples=str(samples),
         ref=str(ref),
         ref_kind="statistics" if ref_is_stats else "images",
-        detector=detector,
-        batch_size=batch_size,
-        n_ref=n_ref,
-        kid_subsets=kid_subsets,
-        kid_subset_size=kid_subset_size,
-        seed=seed,
-        projections=projections,
         pool=pool,
-        input_convention="float32 NCHW in [0, 255], gray repeated to 3 channels, "
-        "detector(x, return_features=True)",
-    )
-    res.meta = make_meta(
-        config=config,
+        input_convention="float32 NCHW in [0, 255], gray repeated to 3 channels, detector(x, return_features=True)",
         device=device,
         wall_time_s=time.perf_counter() - t0,
         samples_sha256=file_sha256(samples),

@@ -1,59 +1,50 @@
-"""Figures of the robustness analyses; they read only result files (``.json`` dicts and ``.npz`` arrays)."""
+"""Figures of the robustness analyses; they read only Result objects (:class:`PriorResult`,
+:class:`ExposureResult`, :class:`QuantizeResult`), one line (or row of samples) per model, labelled."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from flatkit.plots.style import colour, save, style
 
-
-def _load(res: dict | str | Path) -> dict:
-    if isinstance(res, (str, Path)):
-        return json.loads(Path(res).read_text())
-    return res
+if TYPE_CHECKING:
+    from flatkit.analyses.robustness.exposure import ExposureResult
+    from flatkit.analyses.robustness.prior import PriorResult
+    from flatkit.analyses.robustness.quantize import QuantizeResult
 
 
 def _nan(v: Sequence[Any]) -> np.ndarray:
     return np.array([np.nan if x is None else x for x in v], dtype=np.float64)
 
 
-def plot_prior(result: dict | str | Path, stem: str | Path) -> list[Path]:
-    """Drift (MSE to the paired unperturbed samples) and distance to the data against KL(prior ‖ N(0, I)),
-    one line per checkpoint; circles: shift/scale priors, triangles: additive noise x_T + η z."""
+def plot_prior(res: PriorResult, stem: str | Path) -> list[Path]:
+    """Drift (MSE to the paired unperturbed samples), distance to the data and loss change against
+    KL(prior ‖ N(0, I)), one line per model; circles: shift/scale priors, triangles: additive noise x_T + η z."""
     import matplotlib.pyplot as plt
 
-    r = _load(result)
-    kl = _nan(r["kl"])
-    kind = np.array(r["kind"])
+    kl = _nan(res.kl)
+    kind = np.array(res.kind)
     with style():
         fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
         panels = [
             ("drift_mse", "paired drift MSE (vs unperturbed)"),
-            ("distance", r.get("distance_name", "")),
+            ("distance", res.distance_name),
             ("loss_change", "training-loss change (perturbed bank)"),
         ]
-        for ci, entry in enumerate(r["checkpoints"]):
-            c = colour(entry["label"], ci)
-            order = np.argsort(kl, kind="stable")
+        order = np.argsort(kl, kind="stable")
+        for m, label in enumerate(res.labels):
+            c = colour(label, m)
             for ax, (key, _) in zip(axes, panels, strict=True):
-                y = _nan(entry[key])
+                y = _nan(getattr(res, key)[m])
                 ax.plot(kl[order], y[order], "-", color=c, lw=1, alpha=0.6)
                 for fam, mk in (("shift_scale", "o"), ("noise", "^")):
-                    m = kind == fam
-                    if m.any():
-                        ax.plot(
-                            kl[m],
-                            y[m],
-                            mk,
-                            color=c,
-                            ms=4,
-                            label=entry["label"] if fam == "shift_scale" else None,
-                        )
+                    sel = kind == fam
+                    if sel.any():
+                        ax.plot(kl[sel], y[sel], mk, color=c, ms=4, label=label if fam == "shift_scale" else None)
         for ax, (_, lab) in zip(axes, panels, strict=True):
             ax.set_xscale(
                 "symlog", linthresh=max(1e-3, float(np.nanmin(kl[kl > 0])) if (kl > 0).any() else 1.0)
@@ -102,41 +93,39 @@ def plot_sample_rows(
         return save(fig, stem, formats)
 
 
-def plot_prior_samples(result: dict | str | Path, previews: np.ndarray, stem: str | Path) -> list[Path]:
-    """The first checkpoint's samples at each prior point, paired by seed (same column = same seed)."""
-    r = _load(result)
-    labels = []
-    for kind, mu, s, eta, kl in zip(r["kind"], r["mu"], r["s"], r["eta"], r["kl"], strict=True):
-        lab = f"μ={mu:g}, s={s:g}" if kind == "shift_scale" else f"η={eta:g}"
-        labels.append(f"{lab}\nKL={kl:.3g}")
-    return plot_sample_rows(previews, labels, stem, title=f"{r['checkpoints'][0]['label']}: paired samples")
+def plot_prior_samples(res: PriorResult, stem: str | Path) -> list[Path]:
+    """Every model's samples at each prior point, paired by seed (same column = same seed), one row per
+    (model, point) labelled with both."""
+    if res.previews is None:
+        return []
+    prev = np.asarray(res.previews)
+    rows, labels = [], []
+    for m, model in enumerate(res.labels):
+        for p, (lab, kl) in enumerate(zip(res.point_labels(), res.kl, strict=True)):
+            rows.append(prev[m, p])
+            labels.append(f"{model}\n{lab}\nKL={kl:.3g}" if len(res.labels) > 1 else f"{lab}\nKL={kl:.3g}")
+    title = "paired samples" if len(res.labels) > 1 else f"{res.labels[0]}: paired samples"
+    return plot_sample_rows(np.stack(rows), labels, stem, title=title)
 
 
-def plot_exposure(result: dict | str | Path, stem: str | Path) -> list[Path]:
+def plot_exposure(res: ExposureResult, stem: str | Path) -> list[Path]:
     """‖ε_θ‖ along the sampling chain (solid) and on forward-noised data (dashed), per checkpoint; the gap;
     δ_t."""
     import matplotlib.pyplot as plt
 
-    r = _load(result)
-    has_delta = any(np.isfinite(_nan(e["delta_t"])).any() for e in r["checkpoints"])
+    has_delta = any(np.isfinite(_nan(d)).any() for d in res.delta_t)
     with style():
         fig, axes = plt.subplots(1, 3 if has_delta else 2, figsize=(11 if has_delta else 8, 3.4))
-        norm = "‖ε_θ‖²" if r.get("norm") == "squared" else "‖ε_θ‖₂"
-        for ci, e in enumerate(r["checkpoints"]):
-            c = colour(e["label"], ci)
-            t = np.array(e["t"])
-            axes[0].plot(t, e["sampling_norm"], "-", color=c, label=f"{e['label']} sampling")
-            axes[0].plot(t, e["training_norm"], "--", color=c, label=f"{e['label']} training")
-            axes[1].plot(
-                t,
-                e["gap"],
-                "-o",
-                color=c,
-                ms=2.5,
-                label=f"{e['label']} (last {e['gap_last']:.3g}, mean {e['gap_mean']:.3g})",
-            )
+        norm = "‖ε_θ‖²" if res.eps_norm == "squared" else "‖ε_θ‖₂"
+        for m, label in enumerate(res.labels):
+            c = colour(label, m)
+            t = np.array(res.t[m])
+            axes[0].plot(t, _nan(res.sampling_norm[m]), "-", color=c, label=f"{label} sampling")
+            axes[0].plot(t, _nan(res.training_norm[m]), "--", color=c, label=f"{label} training")
+            axes[1].plot(t, _nan(res.gap[m]), "-o", color=c, ms=2.5,
+                         label=f"{label} (last {res.gap_last[m]:.3g}, mean {res.gap_mean[m]:.3g})")
             if has_delta:
-                axes[2].plot(t, _nan(e["delta_t"]), "-o", color=c, ms=2.5, label=e["label"])
+                axes[2].plot(t, _nan(res.delta_t[m]), "-o", color=c, ms=2.5, label=label)
         axes[0].set_ylabel(f"mean {norm}")
         axes[0].set_title("predicted-noise norm")
         axes[1].axhline(0, color="0.5", lw=0.8)
@@ -155,12 +144,12 @@ def plot_exposure(result: dict | str | Path, stem: str | Path) -> list[Path]:
         return save(fig, stem)
 
 
-def plot_quantize(result: dict | str | Path, stem: str | Path) -> list[Path]:
-    """Weight error, loss change, paired drift and distance against the bit width."""
+def plot_quantize(res: QuantizeResult, stem: str | Path) -> list[Path]:
+    """Weight error, loss change, paired drift and distance against the bit width, one line per model (dashed:
+    each model's full-precision distance)."""
     import matplotlib.pyplot as plt
 
-    r = _load(result)
-    bits = np.array(r["bits"])
+    bits = np.array(res.bits)
     order = np.argsort(bits)
     panels = [
         ("weight_rel_error", "relative weight error ‖Ŵ−W‖/‖W‖", True),
@@ -169,30 +158,42 @@ def plot_quantize(result: dict | str | Path, stem: str | Path) -> list[Path]:
         ("distance", "distance to data (SW₂, pixels)", False),
     ]
     with style():
-        fig, axes = plt.subplots(1, 4, figsize=(13, 3.2))
+        fig, axes = plt.subplots(1, 4, figsize=(13, 3.4))
         for ax, (key, lab, logy) in zip(axes, panels, strict=True):
-            y = _nan(r[key])
-            ax.plot(bits[order], y[order], "-o", color=colour("ADM"), ms=4)
-            if key == "distance" and r.get("distance_fp") is not None:
-                ax.axhline(r["distance_fp"], color="0.5", ls="--", lw=1, label="full precision")
-                ax.legend(loc="best")
+            ys = [_nan(v) for v in getattr(res, key)]
+            for m, label in enumerate(res.labels):
+                c = colour(label, m)
+                ax.plot(bits[order], ys[m][order], "-o", color=c, ms=4, label=label)
+                if key == "distance" and res.distance_fp[m] is not None:
+                    ax.axhline(res.distance_fp[m], color=c, ls="--", lw=1,
+                               label=f"{label} full precision" if len(res.labels) > 1 else "full precision")
             if key == "loss_change":
                 ax.axhline(0, color="0.5", lw=0.8)
-            if logy and np.all(y[np.isfinite(y)] > 0):
+            y = np.concatenate(ys) if ys else np.array([])
+            if logy and y.size and np.all(y[np.isfinite(y)] > 0):
                 ax.set_yscale("log")
             ax.set_xlabel("bits")
             ax.set_xticks(bits)
             ax.set_ylabel(lab)
             ax.grid(alpha=0.3)
-        fig.suptitle(f"Weight quantization ({r['granularity']}, round-to-nearest, symmetric)")
+        axes[0].legend(loc="best", fontsize=7)
+        axes[3].legend(loc="best", fontsize=7)
+        fig.suptitle(f"Weight quantization ({res.granularity}, round-to-nearest, symmetric)")
         fig.tight_layout()
         return save(fig, stem)
 
 
-def plot_quantize_samples(result: dict | str | Path, previews: np.ndarray, stem: str | Path) -> list[Path]:
-    """Samples at full precision and at each bit width side by side (same seeds in each column)."""
-    r = _load(result)
-    labels = ["full\nprecision"] + [f"{b}-bit" for b in r["bits"]]
-    return plot_sample_rows(
-        previews, labels, stem, title=f"Quantized samples ({r['granularity']}), paired by seed"
-    )
+def plot_quantize_samples(res: QuantizeResult, stem: str | Path) -> list[Path]:
+    """Samples at full precision and at each bit width (same seeds in each column), one row per (model,
+    precision) labelled with both."""
+    if res.previews is None:
+        return []
+    prev = np.asarray(res.previews)
+    precisions = ["full\nprecision"] + [f"{b}-bit" for b in res.bits]
+    rows, labels = [], []
+    for m, model in enumerate(res.labels):
+        for i, p in enumerate(precisions):
+            rows.append(prev[m, i])
+            labels.append(f"{model}\n{p}")
+    return plot_sample_rows(np.stack(rows), labels, stem,
+                            title=f"Quantized samples ({res.granularity}), paired by seed")

@@ -132,13 +132,16 @@ def draw_samples(
     Ancestral sampling rather than DDIM: on the short CPU runs the preview is for, deterministic DDIM
     overshoots into saturated colours and leaves grain that the ancestral noise washes out.
     """
-    from flatkit.diffusion import create_diffusion, ddpm_sample
+    from flatkit.diffusion import create_diffusion
+    from flatkit.sampling import SamplerConfig
+    from flatkit.sampling import draw_samples as draw
 
     steps = max(1, min(int(steps), int(diffusion_cfg.diffusion_steps)))
     diffusion = create_diffusion(diffusion_cfg, timestep_respacing=str(steps))
-    g = torch.Generator().manual_seed(int(seed))
-    x_T = torch.randn((n, *sample_shape), generator=g).to(device)
-    return ddpm_sample(diffusion, model, x_T, generator=g, clip_denoised=(kind == "image"))
+    cfg = SamplerConfig(n=n, sampler="ddpm", sampling_steps=steps, clip=(kind == "image"), seed=seed,
+                        batch_size=n)
+    # one generator for the whole preview (x_T, then every step's noise): the preview's historical stream
+    return draw(model, diffusion, cfg, sample_shape, device=device, generator=torch.Generator().manual_seed(int(seed)))
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ def data_spec(run: Any, data: str | None) -> str:
     """``--data`` or the spec recorded in the checkpoint; a usage error when neither exists."""
     spec = data if data is not None else getattr(run.config, "data", None)
     if spec is None:
-        raise UsageError("--data: the checkpoint records no data spec; pass one")
+        raise UsageError("data: the checkpoint records no data spec; pass one")
     return spec
 
 
@@ -31,7 +31,7 @@ def reference_samples(spec: str, n: int, seed: int, shape: Sequence[int] | None 
         n = len(ds)
     if shape is not None and tuple(ds.sample_shape) != tuple(shape):
         raise UsageError(
-            f"--data {spec}: items of shape {tuple(ds.sample_shape)} do not match the model's {tuple(shape)}"
+            f"data {spec}: items of shape {tuple(ds.sample_shape)} do not match the model's {tuple(shape)}"
         )
     g = torch.Generator().manual_seed(int(seed))
     idx = torch.randperm(len(ds), generator=g)[:n]
@@ -66,7 +66,7 @@ def diffusion_bank(
 
     ds = load_dataset(spec)
     if n > len(ds):
-        raise UsageError(f"--n-eval: {n} exceeds the {len(ds)} items of {spec}")
+        raise UsageError(f"n_eval {n}: exceeds the {len(ds)} items of {spec}")
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     index = torch.randperm(len(ds), generator=g)[:n]
     x0 = torch.as_tensor(ds.get(index.numpy()), dtype=torch.float32)
@@ -75,24 +75,46 @@ def diffusion_bank(
     return x0, t, eps
 
 
-def parse_weights_list(value: str) -> list[str]:
-    """``--weights raw,ema`` → ["raw", "ema"]."""
-    names = [v.strip() for v in str(value).split(",") if v.strip()]
-    if not names:
-        raise UsageError("--weights: expected raw, ema, ema_<rate>, swa or a comma-separated list")
-    return names
+def model_list(run: Any, compare: Sequence[Any] = ()) -> list:
+    """``run`` (a Run, or a list of them) followed by ``compare``: the models of one result, in order."""
+    runs = list(run) if isinstance(run, (list, tuple)) else [run]
+    runs += list(compare or ())
+    if not runs:
+        raise UsageError("run: at least one model is needed")
+    return runs
+
+
+def model_labels(runs: Sequence[Any], labels: Sequence[str] | None = None) -> list[str]:
+    """``labels`` as given (one per model), else the one labelling rule of :mod:`flatkit.labels`."""
+    from flatkit.labels import default_label, unique
+
+    if labels is not None:
+        labels = [str(v) for v in labels]
+        if len(labels) != len(runs):
+            raise UsageError(f"labels: {len(labels)} label(s) for {len(runs)} model(s)")
+        return unique(labels)
+    return unique([default_label(getattr(r, "path", None), getattr(r, "weights", None)) for r in runs])
 
 
 def run_label(run: Any) -> str:
-    """``<checkpoint file stem>:<weights>`` for legends and result entries."""
-    from pathlib import Path
+    """``NAME:WEIGHTS`` of one run (:func:`flatkit.labels.default_label`)."""
+    from flatkit.labels import default_label
 
-    stem = (
-        Path(run.path).parent.name
-        if run.path and Path(run.path).name == "ckpt.pt"
-        else (Path(run.path).stem if run.path else "model")
-    )
-    return f"{stem}:{run.weights}"
+    return default_label(getattr(run, "path", None), getattr(run, "weights", None))
+
+
+def robustness_meta(s: Any, runs: Sequence[Any], labels: Sequence[str], device: Any, t0: float,
+                    specs: Sequence[str], **extra: Any) -> dict:
+    """``meta`` of a sampling analysis: settings, every model (checkpoint, sha256, weights, step, label), the
+    data of each model and its fingerprint, the respacing, device and wall time."""
+    import time
+
+    from flatkit.results import make_meta
+    from flatkit.sampling import data_fingerprint, respacing_spec
+
+    return make_meta(config=s, runs=runs, labels=labels, device=device, wall_time_s=time.perf_counter() - t0,
+                     respacing=respacing_spec(int(runs[0].diffusion.original_num_steps), s), data=list(specs),
+                     data_fingerprint=[data_fingerprint(sp) for sp in specs], **extra)
 
 
 def model_device(run: Any) -> torch.device:

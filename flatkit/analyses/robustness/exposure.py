@@ -17,7 +17,7 @@ with the
   same sampler, and at each step compare the std over all pixels of x̂_t − √ᾱ_t x_0 with √(1 − ᾱ_t):
   δ_t = (std − √(1 − ᾱ_t))².
 
-``norm="squared"`` reports ‖ε_θ‖² instead (the "‖ε_θ‖² gap" of secondary summaries); the choice is recorded.
+``eps_norm="squared"`` reports ‖ε_θ‖² instead (the "‖ε_θ‖² gap" of secondary summaries); the choice is recorded.
 For x_0-predicting models ε_θ is recovered from the x_0 prediction; with learned σ the first C channels are
 ε_θ.
 Arrays are in sampling order (t from high to low).
@@ -33,10 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from flatkit.errors import UsageError
-from flatkit.results import Result, make_meta
-
-NORMS = ("l2", "squared")
+from flatkit.results import Result
+from flatkit.settings import ExposureSettings
 
 
 def eps_from_output(
@@ -63,27 +61,33 @@ def delta_t_of(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar: float) -> float:
 
 @dataclass
 class ExposureResult(Result):
-    """``exposure.json``: per-step curves in sampling order; top-level values are the first checkpoint's."""
+    """``exposure.json``: for each model m (``labels[m]``) the per-step curves in sampling order (``t[m]``,
+    ``sampling_norm[m]`` …) and their summaries (``gap_last[m]``, ``gap_mean[m]``, ``delta_mean[m]``)."""
 
     name = "exposure"
+    labels: list = field(default_factory=list)
+    data: list = field(default_factory=list)  # the data spec of each model
     t: list = field(default_factory=list)  # original timesteps, sampling order
     index: list = field(default_factory=list)  # respaced indices
     sampling_norm: list = field(default_factory=list)
     training_norm: list = field(default_factory=list)
     gap: list = field(default_factory=list)
-    gap_last: float | None = None
-    gap_mean: float | None = None
+    gap_last: list = field(default_factory=list)
+    gap_mean: list = field(default_factory=list)
     delta_t: list = field(default_factory=list)
-    delta_mean: float | None = None
-    norm: str = "l2"
-    checkpoints: list = field(default_factory=list)
+    delta_mean: list = field(default_factory=list)
+    eps_norm: str = "l2"
     meta: dict = field(default_factory=dict)
 
 
+PER_MODEL = ("data", "t", "index", "sampling_norm", "training_norm", "gap", "gap_last", "gap_mean", "delta_t",
+             "delta_mean")
+
+
 def _exposure_one(
-    run: Any, cfg: Any, spec: str, norm: str, device: Any, progress: bool, with_delta: bool
+    run: Any, cfg: Any, spec: str, norm: str, device: Any, progress: bool, with_delta: bool, label: str
 ) -> dict[str, Any]:
-    from flatkit.analyses.robustness.common import reference_samples, run_label
+    from flatkit.analyses.robustness.common import reference_samples
     from flatkit.sampling import draw_samples, respaced, sample_generators, sample_shape
 
     diff = respaced(run.diffusion, cfg)
@@ -104,7 +108,7 @@ def _exposure_one(
         device=device,
         callback=record,
         progress=progress,
-        desc=f"{run_label(run)} chain",
+        desc=f"{label} chain",
     )
     sampling = samp_sum / cfg.n
 
@@ -161,7 +165,7 @@ def _exposure_one(
             prior=forward_noised,
             callback=collect,
             progress=progress,
-            desc=f"{run_label(run)} delta_t",
+            desc=f"{label} delta_t",
         )
         for i in range(T):
             xs = torch.cat([a for a, _ in acc[i]])
@@ -171,10 +175,6 @@ def _exposure_one(
     order = list(range(T))[::-1]  # sampling order
     gap = sampling - training
     return {
-        "label": run_label(run),
-        "checkpoint": run.path,
-        "sha256": run.sha256,
-        "weights": run.weights,
         "data": spec,
         "t": [int(diff.timestep_map[i]) for i in order],
         "index": order,
@@ -189,70 +189,42 @@ def _exposure_one(
 
 
 def exposure(
-    runs: Any,
+    run: Any,
+    compare: Sequence[Any] = (),
+    labels: Sequence[str] | None = None,
     n: int = 64,
-    steps: int = 20,
     sampler: str = "ddpm",
-    eta: float = 0.0,
-    seed: int = 0,
-    data: str | None = None,
-    norm: str = "l2",
-    batch_size: int = 64,
+    sampling_steps: int = 20,
+    ddim_eta: float = 0.0,
     respacing: str | None = None,
+    clip: bool = True,
+    seed: int = 0,
+    batch_size: int = 64,
+    data: str | None = None,
+    eps_norm: str = "l2",
+    delta: bool = True,
+    settings: ExposureSettings | None = None,
     device: Any = None,
     progress: bool = False,
-    delta: bool = True,
 ) -> ExposureResult:
-    """ADM-ES exposure-bias curves for one or several runs (Python twin of ``flatkit exposure``)."""
-    from flatkit.analyses.robustness.common import data_spec
-    from flatkit.sampling import SamplerConfig, respacing_spec
+    """ADM-ES exposure-bias curves for ``run`` and each of ``compare`` (Python twin of ``flatkit exposure``)."""
+    from flatkit.analyses.robustness.common import data_spec, model_labels, model_list, robustness_meta
+    from flatkit.sampling import sampler_config
+    from flatkit.settings import make
 
+    s = make(ExposureSettings, settings, locals())
     t0 = time.perf_counter()
-    if norm not in NORMS:
-        raise UsageError(f"--norm {norm}: expected one of {', '.join(NORMS)}")
-    runs = [runs] if not isinstance(runs, (list, tuple)) else list(runs)
-    if not runs:
-        raise UsageError("CKPT: at least one checkpoint is needed")
-    cfg = SamplerConfig(
-        n=n, steps=steps, sampler=sampler, eta=eta, seed=seed, respacing=respacing, batch_size=batch_size
-    ).validate()
-    res = ExposureResult(norm=norm)
-    specs = []
+    runs = model_list(run, compare)
+    labels = model_labels(runs, labels)
+    cfg = sampler_config(s)
+    res = ExposureResult(labels=labels, eps_norm=s.eps_norm)
     dev = None
-    for ri, run in enumerate(runs):
-        spec = data_spec(run, data)
-        specs.append(spec)
-        dev = device if device is not None else next(run.model.parameters()).device
-        entry = _exposure_one(run, cfg, spec, norm, dev, progress, delta)
-        res.checkpoints.append(entry)
-        if ri == 0:
-            for k in (
-                "t",
-                "index",
-                "sampling_norm",
-                "training_norm",
-                "gap",
-                "gap_last",
-                "gap_mean",
-                "delta_t",
-                "delta_mean",
-            ):
-                setattr(res, k, entry[k])
-    config = dict(
-        sampler=vars(cfg),
-        respacing=respacing_spec(int(runs[0].diffusion.original_num_steps), cfg),
-        data=specs,
-        norm=norm,
-        data_seed=seed + 1,
-        training_noise_seed=seed + 104729,
-        delta_noise_stream=2,
-        delta=delta,
-    )
-    res.meta = make_meta(
-        config=config,
-        run=runs[0],
-        device=dev,
-        wall_time_s=time.perf_counter() - t0,
-        runs=[{"checkpoint": r.path, "sha256": r.sha256, "weights": r.weights} for r in runs],
-    )
+    for ri, r in enumerate(runs):
+        spec = data_spec(r, s.data)
+        dev = device if device is not None else next(r.model.parameters()).device
+        entry = _exposure_one(r, cfg, spec, s.eps_norm, dev, progress, s.delta, labels[ri])
+        for k in PER_MODEL:
+            getattr(res, k).append(entry[k])
+    res.meta = robustness_meta(s, runs, labels, dev, t0, res.data, data_seed=s.seed + 1,
+                               training_noise_seed=s.seed + 104729, delta_noise_stream=2)
     return res

@@ -34,13 +34,14 @@ import numpy as np
 import torch
 
 from flatkit.errors import UsageError
-from flatkit.results import Result, make_meta
+from flatkit.results import Result
+from flatkit.settings import PriorSettings
 
 
 def kl_isotropic(mu: float, s: float, d: int) -> float:
     """KL(N(μ·1, s²I_d) ‖ N(0, I_d)) = ½[d s² − d log s² − d + d μ²] (float64)."""
     if s <= 0:
-        raise UsageError(f"--scale {s}: must be > 0")
+        raise UsageError(f"scales {s}: must be > 0")
     s2 = float(s) ** 2
     return 0.5 * d * (s2 - math.log(s2) - 1.0 + float(mu) ** 2)
 
@@ -84,10 +85,10 @@ def prior_grid(
     first."""
     for s in scales:
         if not s > 0:
-            raise UsageError(f"--scale {s}: must be > 0")
+            raise UsageError(f"scales {s}: must be > 0")
     for e in noise_etas:
         if e < 0:
-            raise UsageError(f"--noise-eta {e}: must be >= 0")
+            raise UsageError(f"noise_etas {e}: must be >= 0")
     pts = [PriorPoint("shift_scale", 0.0, 1.0)]
     for m in shifts:
         for s in scales:
@@ -137,10 +138,8 @@ def perturbed_bank_loss(
 
 @dataclass
 class PriorResult(Result):
-    """``prior.json``: the grid (``kind``, ``mu``, ``s``, ``eta``, ``kl``) and, per checkpoint, the measures.
-
-    Top-level ``drift_mse`` … ``fd_pix`` are those of the first checkpoint; ``checkpoints`` holds every one.
-    """
+    """``prior.json``: the grid of prior points p (``kind``, ``mu``, ``s``, ``eta``, ``kl``) and, for each model m
+    (``labels[m]``), its measures at every point: ``drift_mse[m][p]`` … ``fd_pix[m][p]``."""
 
     name = "prior"
     d: int = 0
@@ -149,16 +148,18 @@ class PriorResult(Result):
     s: list = field(default_factory=list)
     eta: list = field(default_factory=list)
     kl: list = field(default_factory=list)
+    labels: list = field(default_factory=list)
+    data: list = field(default_factory=list)  # the data spec of each model
     drift_mse: list = field(default_factory=list)
     drift_psnr: list = field(default_factory=list)
-    loss: list = field(default_factory=list)
+    drift_mse_std: list = field(default_factory=list)
+    loss: list = field(default_factory=list)  # loss[m][0]: L(θ) on the model's bank at the unperturbed prior
     loss_change: list = field(default_factory=list)
     distance: list = field(default_factory=list)  # sw2
     fd_pix: list = field(default_factory=list)
     distance_name: str = ""
     loss_definition: str = ""
-    checkpoints: list = field(default_factory=list)
-    previews: Any = None  # (P, k, ...) uint8 NHWC samples of the first checkpoint, for the figure
+    previews: Any = None  # (M, P, k, H, W, C) uint8 NHWC samples of every model at every point
     meta: dict = field(default_factory=dict)
 
     def _fields(self) -> dict[str, Any]:
@@ -169,50 +170,62 @@ class PriorResult(Result):
     def arrays(self) -> dict[str, np.ndarray]:
         return {} if self.previews is None else {"previews": np.asarray(self.previews)}
 
+    def point_labels(self) -> list[str]:
+        """``μ=…, s=…`` / ``η=…`` of every prior point."""
+        return [f"μ={m:g}, s={s:g}" if k == "shift_scale" else f"η={e:g}"
+                for k, m, s, e in zip(self.kind, self.mu, self.s, self.eta, strict=True)]
+
+
+PER_MODEL = ("drift_mse", "drift_psnr", "drift_mse_std", "loss", "loss_change", "distance", "fd_pix")
+
 
 def prior(
-    runs: Any,
+    run: Any,
+    compare: Sequence[Any] = (),
+    labels: Sequence[str] | None = None,
     shifts: Sequence[float] = (0.0, 0.5, 1.0),
     scales: Sequence[float] = (1.0, 1.2),
     noise_etas: Sequence[float] = (),
     n: int = 64,
-    steps: int = 50,
-    sampler: str = "ddim",
-    eta: float = 0.0,
-    seed: int = 0,
-    data: str | None = None,
-    n_ref: int = 512,
-    n_eval: int = 256,
-    batch_size: int = 64,
-    projections: int = 256,
-    pool: int = 8,
+    sampler: str = "ddpm",
+    sampling_steps: int = 20,
+    ddim_eta: float = 0.0,
     respacing: str | None = None,
+    clip: bool = True,
+    seed: int = 0,
+    batch_size: int = 64,
+    data: str | None = None,
+    n_eval: int = 128,
+    loss: str = "auto",
+    n_ref: int = 512,
+    projections: int = 256,
+    settings: PriorSettings | None = None,
+    pool: int = 8,
     device: Any = None,
     progress: bool = False,
     n_preview: int = 8,
 ) -> PriorResult:
-    """Sample every prior point of the grid for each run (paired by seed) and measure drift, distance, loss.
-
-    ``runs``: a :class:`flatkit.run.Run` or a list of them (several checkpoints / weights in one result).
-    """
-    from flatkit.metrics.distances import distance_names, weight_free_distances
+    """Sample every prior point of the grid for ``run`` and each of ``compare`` (paired by seed) and measure
+    drift, distance to the data and the loss change; one result, per-model fields indexed by the model."""
     from flatkit.analyses.robustness.common import (
         data_spec,
         diffusion_bank,
+        model_labels,
+        model_list,
         paired_drift,
         reference_samples,
-        run_label,
+        robustness_meta,
     )
-    from flatkit.sampling import SamplerConfig, draw_samples, respaced, respacing_spec, sample_shape, to_uint8
+    from flatkit.metrics.distances import distance_names, weight_free_distances
+    from flatkit.sampling import draw_samples, respaced, sample_shape, sampler_config, to_uint8
+    from flatkit.settings import make
 
+    s = make(PriorSettings, settings, locals())
     t0 = time.perf_counter()
-    runs = [runs] if not isinstance(runs, (list, tuple)) else list(runs)
-    if not runs:
-        raise UsageError("CKPT: at least one checkpoint is needed")
-    cfg = SamplerConfig(
-        n=n, steps=steps, sampler=sampler, eta=eta, seed=seed, respacing=respacing, batch_size=batch_size
-    ).validate()
-    pts = prior_grid(shifts, scales, noise_etas)
+    runs = model_list(run, compare)
+    labels = model_labels(runs, labels)
+    cfg = sampler_config(s)
+    pts = prior_grid(s.shifts, s.scales, s.noise_etas)
     shape = sample_shape(runs[0].config.model)
     d = int(np.prod(shape))
     res = PriorResult(
@@ -222,86 +235,47 @@ def prior(
         s=[p.s for p in pts],
         eta=[p.eta for p in pts],
         kl=[p.kl(d) for p in pts],
+        labels=labels,
         distance_name=distance_names(pool)["sw2"],
         loss_definition="mean training loss with the bank's noise replaced by the perturbed noise "
         "eps' (mu + s*eps, or eps + eta*xi) in x_t and as target, minus the loss at eps",
     )
-    specs = []
-    for ri, run in enumerate(runs):
-        if sample_shape(run.config.model) != shape:
-            raise UsageError(f"CKPT {run.path}: sample shape differs from the first checkpoint's")
-        spec = data_spec(run, data)
-        specs.append(spec)
-        ref = reference_samples(spec, n_ref, seed + 1, shape)
-        bank = diffusion_bank(spec, n_eval, seed, int(run.diffusion.num_timesteps))
-        diff = respaced(run.diffusion, cfg)
-        dev = device if device is not None else next(run.model.parameters()).device
-        entry: dict[str, Any] = {
-            "label": run_label(run),
-            "checkpoint": run.path,
-            "sha256": run.sha256,
-            "weights": run.weights,
-            "data": spec,
-            "drift_mse": [],
-            "drift_psnr": [],
-            "drift_mse_std": [],
-            "loss": [],
-            "loss_change": [],
-            "distance": [],
-            "fd_pix": [],
-        }
+    previews = []
+    dev = None
+    for ri, r in enumerate(runs):
+        if sample_shape(r.config.model) != shape:
+            raise UsageError(f"run {labels[ri]}: sample shape differs from the first model's")
+        spec = data_spec(r, s.data)
+        res.data.append(spec)
+        ref = reference_samples(spec, s.n_ref, s.seed + 1, shape)
+        bank = diffusion_bank(spec, s.n_eval, s.seed, int(r.diffusion.num_timesteps))
+        diff = respaced(r.diffusion, cfg)
+        dev = device if device is not None else next(r.model.parameters()).device
+        entry: dict[str, list] = {k: [] for k in PER_MODEL}
         base = None
-        previews = []
+        rows = []
         for p in pts:
-            x = draw_samples(
-                run.model,
-                diff,
-                cfg,
-                shape,
-                device=dev,
-                prior=prior_fn(p, seed),
-                progress=progress,
-                desc=f"{entry['label']} {p.label()}",
-            )
+            x = draw_samples(r.model, diff, cfg, shape, device=dev, prior=prior_fn(p, s.seed), progress=progress,
+                             desc=f"{labels[ri]} {p.label()}")
             if base is None:
                 base = x
             dr = paired_drift(x, base)
-            dist = weight_free_distances(x, ref, n_projections=projections, seed=seed, pool=pool)
-            loss = perturbed_bank_loss(run, bank, p, seed, batch_size)
+            dist = weight_free_distances(x, ref, n_projections=s.projections, seed=s.seed, pool=pool)
+            lo = perturbed_bank_loss(r, bank, p, s.seed, s.batch_size)
             entry["drift_mse"].append(dr["mse"])
             entry["drift_psnr"].append(dr["psnr"])
             entry["drift_mse_std"].append(dr["mse_std"])
-            entry["loss"].append(loss)
-            entry["loss_change"].append(loss - entry["loss"][0])
+            entry["loss"].append(lo)
+            entry["loss_change"].append(lo - entry["loss"][0])
             entry["distance"].append(dist["sw2"])
             entry["fd_pix"].append(dist["fd_pix"])
-            if ri == 0 and len(shape) == 3:
-                previews.append(to_uint8(x[:n_preview]))
-        res.checkpoints.append(entry)
-        if ri == 0:
-            for k in ("drift_mse", "drift_psnr", "loss", "loss_change", "distance", "fd_pix"):
-                setattr(res, k, list(entry[k]))
-            res.previews = np.stack(previews) if previews else None
-    config = dict(
-        shifts=list(shifts),
-        scales=list(scales),
-        noise_etas=list(noise_etas),
-        sampler=vars(cfg),
-        respacing=respacing_spec(int(runs[0].diffusion.original_num_steps), cfg),
-        data=specs,
-        n_ref=n_ref,
-        n_eval=n_eval,
-        projections=projections,
-        pool=pool,
-        ref_seed=seed + 1,
-        bank_seed=seed,
-        noise_stream=1,
-    )
-    res.meta = make_meta(
-        config=config,
-        run=runs[0],
-        device=dev,
-        wall_time_s=time.perf_counter() - t0,
-        runs=[{"checkpoint": r.path, "sha256": r.sha256, "weights": r.weights} for r in runs],
-    )
+            if len(shape) == 3:
+                rows.append(to_uint8(x[:n_preview]))
+        for k in PER_MODEL:
+            getattr(res, k).append(entry[k])
+        if rows:
+            previews.append(np.stack(rows))
+    res.previews = np.stack(previews) if previews else None
+    res.meta = robustness_meta(s, runs, labels, dev, t0, res.data, pool=pool, ref_seed=s.seed + 1,
+                               bank_seed=s.seed, noise_stream=1)
     return res

@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from flatkit.errors import UsageError
-from flatkit.results import Result, make_meta
+from flatkit.results import Result
+from flatkit.settings import QuantizeSettings
 
 GRANULARITIES = ("per-tensor", "per-channel")
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -36,7 +37,7 @@ MIN_BITS, MAX_BITS = 2, 16
 
 def check_bits(bits: int) -> int:
     if int(bits) != bits or not MIN_BITS <= bits <= MAX_BITS:
-        raise UsageError(f"--bits {bits}: must be an integer in {MIN_BITS}..{MAX_BITS}")
+        raise UsageError(f"bits {bits}: must be an integer in {MIN_BITS}..{MAX_BITS}")
     return int(bits)
 
 
@@ -45,7 +46,7 @@ def quant_step(w: torch.Tensor, bits: int, granularity: str = "per-tensor") -> t
     float64."""
     check_bits(bits)
     if granularity not in GRANULARITIES:
-        raise UsageError(f"--granularity {granularity}: expected one of {', '.join(GRANULARITIES)}")
+        raise UsageError(f"granularity {granularity}: expected one of {', '.join(GRANULARITIES)}")
     qmax = 2 ** (bits - 1) - 1
     a = w.detach().to(torch.float64).abs()
     if granularity == "per-tensor" or a.ndim < 2:
@@ -92,12 +93,12 @@ def quantizable_layers(
         raise UsageError("model: it has no convolution or linear layer to quantize")
     for p in skip:
         if not any(_matches(p, n) for n in names):
-            raise UsageError(f"--skip: pattern {p!r} matches no convolution or linear layer")
+            raise UsageError(f"skip: pattern {p!r} matches no convolution or linear layer")
     kept = [n for n in names if not any(_matches(p, n) for p in skip)]
     if skip_first_last and len(names) >= 2:
         kept = [n for n in kept if n not in (names[0], names[-1])]
     if not kept:
-        raise UsageError("--skip: no layer left to quantize")
+        raise UsageError("skip: no layer left to quantize")
     return kept
 
 
@@ -167,29 +168,32 @@ def quantized_model(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn
 
 @dataclass
 class QuantizeResult(Result):
-    """``quantize.json``: one entry per bit width (lists aligned with ``bits``)."""
+    """``quantize.json``: for each model m (``labels[m]``) one entry per bit width b (``loss[m][b]`` …, aligned
+    with ``bits``) and its full-precision reference (``loss_fp[m]``, ``distance_fp[m]``, ``fd_pix_fp[m]``)."""
 
     name = "quantize"
     bits: list = field(default_factory=list)
     granularity: str = "per-tensor"
-    layers: list = field(default_factory=list)
+    labels: list = field(default_factory=list)
+    data: str | None = None  # the bank's and the reference's data spec (shared by every model)
+    layers: list = field(default_factory=list)  # layers[m]: the quantized layers
     skipped: list = field(default_factory=list)
     weight_rel_error: list = field(default_factory=list)
     weight_max_abs_error: list = field(default_factory=list)
     weight_max_error_over_half_step: list = field(default_factory=list)
     weight_mse: list = field(default_factory=list)
-    loss_fp: float | None = None
+    loss_fp: list = field(default_factory=list)  # L(θ) on the shared bank
     loss: list = field(default_factory=list)
     loss_change: list = field(default_factory=list)
     drift_mse: list = field(default_factory=list)
     drift_psnr: list = field(default_factory=list)
-    distance_fp: float | None = None
+    distance_fp: list = field(default_factory=list)
     distance: list = field(default_factory=list)
-    fd_pix_fp: float | None = None
+    fd_pix_fp: list = field(default_factory=list)
     fd_pix: list = field(default_factory=list)
     distance_name: str = ""
-    saved: list = field(default_factory=list)
-    previews: Any = None  # (1 + len(bits), k, H, W, C) uint8: full precision then each bit width
+    saved: list = field(default_factory=list)  # saved[m]: the quantized checkpoints written (--save)
+    previews: Any = None  # (M, 1 + len(bits), k, H, W, C) uint8: full precision then each bit width
     meta: dict = field(default_factory=dict)
 
     def _fields(self) -> dict[str, Any]:
@@ -201,6 +205,10 @@ class QuantizeResult(Result):
         return {} if self.previews is None else {"previews": np.asarray(self.previews)}
 
 
+PER_BITS = ("weight_rel_error", "weight_max_abs_error", "weight_max_error_over_half_step", "weight_mse", "loss",
+            "loss_change", "drift_mse", "drift_psnr", "distance", "fd_pix", "saved")
+
+
 def save_quantized_checkpoint(run: Any, state_dict: dict[str, torch.Tensor], path: Any, info: dict) -> None:
     """Write a flatkit checkpoint holding the quantized weights as ``raw`` (atomic; never over the input)."""
     from pathlib import Path
@@ -209,7 +217,7 @@ def save_quantized_checkpoint(run: Any, state_dict: dict[str, torch.Tensor], pat
 
     p = Path(path)
     if run.path is not None and p.resolve() == Path(run.path).resolve():
-        raise UsageError(f"--save {p}: refusing to overwrite the input checkpoint")
+        raise UsageError(f"save_dir {p}: refusing to overwrite the input checkpoint")
     ck = make_checkpoint(
         run.config,
         {"raw": state_dict},
@@ -223,108 +231,116 @@ def save_quantized_checkpoint(run: Any, state_dict: dict[str, torch.Tensor], pat
 
 def quantize(
     run: Any,
+    compare: Sequence[Any] = (),
+    labels: Sequence[str] | None = None,
     bits: Sequence[int] = (8, 6, 4),
     granularity: str = "per-tensor",
     skip: Sequence[str] = (),
     skip_first_last: bool = False,
     n: int = 64,
-    steps: int = 50,
-    sampler: str = "ddim",
-    eta: float = 0.0,
-    seed: int = 0,
-    data: str | None = None,
-    n_eval: int = 256,
-    n_ref: int = 512,
-    batch_size: int = 64,
-    projections: int = 256,
-    pool: int = 8,
+    sampler: str = "ddpm",
+    sampling_steps: int = 20,
+    ddim_eta: float = 0.0,
     respacing: str | None = None,
+    clip: bool = True,
+    seed: int = 0,
+    batch_size: int = 64,
+    data: str | None = None,
+    n_eval: int = 128,
+    loss: str = "auto",
+    n_ref: int = 512,
+    projections: int = 256,
+    settings: QuantizeSettings | None = None,
+    pool: int = 8,
     device: Any = None,
     save_dir: Any = None,
     progress: bool = False,
     n_preview: int = 16,
 ) -> QuantizeResult:
-    """Quantize at each bit width and measure weight error, loss change, paired drift and distance to the
-    data."""
+    """Quantize ``run`` and each of ``compare`` at each bit width and measure weight error, loss change (one
+    bank for every model), paired drift and distance to the data; one result, per-model fields indexed by m."""
     from pathlib import Path
 
+    from flatkit.analyses.robustness.common import (
+        data_spec,
+        model_labels,
+        model_list,
+        paired_drift,
+        reference_samples,
+        robustness_meta,
+    )
     from flatkit.metrics.distances import distance_names, weight_free_distances
     from flatkit.objective import Objective
-    from flatkit.analyses.robustness.common import data_spec, paired_drift, reference_samples
-    from flatkit.sampling import SamplerConfig, draw_samples, respaced, respacing_spec, sample_shape, to_uint8
+    from flatkit.sampling import draw_samples, respaced, sample_shape, sampler_config, to_uint8
+    from flatkit.settings import make
 
+    s = make(QuantizeSettings, settings, locals())
     t0 = time.perf_counter()
-    bits = [check_bits(b) for b in bits]
-    if granularity not in GRANULARITIES:
-        raise UsageError(f"--granularity {granularity}: expected one of {', '.join(GRANULARITIES)}")
-    cfg = SamplerConfig(
-        n=n, steps=steps, sampler=sampler, eta=eta, seed=seed, respacing=respacing, batch_size=batch_size
-    ).validate()
-    spec = data_spec(run, data)
-    quantizable_layers(run.model, skip, skip_first_last)  # bad --skip patterns fail before any sampling
-    shape = sample_shape(run.config.model)
-    dev = device if device is not None else next(run.model.parameters()).device
-    diff = respaced(run.diffusion, cfg)
-    ref = reference_samples(spec, n_ref, seed + 1, shape)
-
-    obj = Objective(run, data=spec, n=n_eval, seed=seed, batch_size=batch_size)
-    loss_fp = float(obj.loss())
-    x_fp = draw_samples(run.model, diff, cfg, shape, device=dev, progress=progress, desc="full precision")
-    dist_fp = weight_free_distances(x_fp, ref, n_projections=projections, seed=seed, pool=pool)
-    all_layers = quantizable_layers(run.model)
-    res = QuantizeResult(
-        bits=bits,
-        granularity=granularity,
-        loss_fp=loss_fp,
-        distance_fp=dist_fp["sw2"],
-        fd_pix_fp=dist_fp["fd_pix"],
-        distance_name=distance_names(pool)["sw2"],
-    )
-    previews = [to_uint8(x_fp[:n_preview])] if len(shape) == 3 else []
-    for b in bits:
-        qw = quantize_state_dict(run.model, b, granularity, skip, skip_first_last)
-        res.layers = qw.layers
-        res.skipped = [n_ for n_ in all_layers if n_ not in qw.layers]
-        qparams = {k: qw.state_dict[k].to(v.device, v.dtype) for k, v in obj.params.items()}
-        lq = float(obj.loss(qparams))
-        qm = quantized_model(run.model, qw.state_dict)
-        xq = draw_samples(qm, diff, cfg, shape, device=dev, progress=progress, desc=f"{b}-bit")
-        dr = paired_drift(xq, x_fp)
-        dist = weight_free_distances(xq, ref, n_projections=projections, seed=seed, pool=pool)
-        res.weight_rel_error.append(qw.rel_error)
-        res.weight_max_abs_error.append(qw.max_abs_error)
-        res.weight_max_error_over_half_step.append(qw.max_error_over_half_step)
-        res.weight_mse.append(qw.mse)
-        res.loss.append(lq)
-        res.loss_change.append(lq - loss_fp)
-        res.drift_mse.append(dr["mse"])
-        res.drift_psnr.append(dr["psnr"])
-        res.distance.append(dist["sw2"])
-        res.fd_pix.append(dist["fd_pix"])
-        if len(shape) == 3:
-            previews.append(to_uint8(xq[:n_preview]))
-        if save_dir is not None:
-            path = Path(save_dir) / f"quantized_{b}bit_{granularity}.pt"
-            save_quantized_checkpoint(
-                run, qw.state_dict, path, {"bits": b, "granularity": granularity, "layers": qw.layers}
-            )
-            res.saved.append(str(path))
+    runs = model_list(run, compare)
+    labels = model_labels(runs, labels)
+    cfg = sampler_config(s)
+    spec = data_spec(runs[0], s.data)
+    for r in runs:  # bad --skip patterns fail before any sampling
+        quantizable_layers(r.model, s.skip, s.skip_first_last)
+    shape = sample_shape(runs[0].config.model)
+    ref = reference_samples(spec, s.n_ref, s.seed + 1, shape)
+    obj0 = Objective(runs[0], data=spec, n=s.n_eval, seed=s.seed, batch_size=s.batch_size, loss=s.loss)
+    res = QuantizeResult(bits=list(s.bits), granularity=s.granularity, labels=labels, data=spec,
+                         distance_name=distance_names(pool)["sw2"])
+    previews = []
+    dev = None
+    for m, r in enumerate(runs):
+        if sample_shape(r.config.model) != shape:
+            raise UsageError(f"run {labels[m]}: sample shape differs from the first model's")
+        obj = obj0 if m == 0 else obj0.for_run(r)
+        dev = device if device is not None else next(r.model.parameters()).device
+        diff = respaced(r.diffusion, cfg)
+        loss_fp = float(obj.loss())
+        x_fp = draw_samples(r.model, diff, cfg, shape, device=dev, progress=progress,
+                            desc=f"{labels[m]} full precision")
+        dist_fp = weight_free_distances(x_fp, ref, n_projections=s.projections, seed=s.seed, pool=pool)
+        all_layers = quantizable_layers(r.model)
+        res.loss_fp.append(loss_fp)
+        res.distance_fp.append(dist_fp["sw2"])
+        res.fd_pix_fp.append(dist_fp["fd_pix"])
+        entry: dict[str, list] = {k: [] for k in PER_BITS}
+        rows = [to_uint8(x_fp[:n_preview])] if len(shape) == 3 else []
+        layers: list = []
+        for b in s.bits:
+            qw = quantize_state_dict(r.model, b, s.granularity, s.skip, s.skip_first_last)
+            layers = qw.layers
+            qparams = {k: qw.state_dict[k].to(v.device, v.dtype) for k, v in obj.params.items()}
+            lq = float(obj.loss(qparams))
+            qm = quantized_model(r.model, qw.state_dict)
+            xq = draw_samples(qm, diff, cfg, shape, device=dev, progress=progress, desc=f"{labels[m]} {b}-bit")
+            dr = paired_drift(xq, x_fp)
+            dist = weight_free_distances(xq, ref, n_projections=s.projections, seed=s.seed, pool=pool)
+            entry["weight_rel_error"].append(qw.rel_error)
+            entry["weight_max_abs_error"].append(qw.max_abs_error)
+            entry["weight_max_error_over_half_step"].append(qw.max_error_over_half_step)
+            entry["weight_mse"].append(qw.mse)
+            entry["loss"].append(lq)
+            entry["loss_change"].append(lq - loss_fp)
+            entry["drift_mse"].append(dr["mse"])
+            entry["drift_psnr"].append(dr["psnr"])
+            entry["distance"].append(dist["sw2"])
+            entry["fd_pix"].append(dist["fd_pix"])
+            if len(shape) == 3:
+                rows.append(to_uint8(xq[:n_preview]))
+            if save_dir is not None:
+                prefix = "" if len(runs) == 1 else f"{m}_"
+                path = Path(save_dir) / f"{prefix}quantized_{b}bit_{s.granularity}.pt"
+                save_quantized_checkpoint(r, qw.state_dict, path,
+                                          {"bits": b, "granularity": s.granularity, "layers": qw.layers})
+                entry["saved"].append(str(path))
+        res.layers.append(layers)
+        res.skipped.append([n_ for n_ in all_layers if n_ not in layers])
+        for k in PER_BITS:
+            getattr(res, k).append(entry[k])
+        if rows:
+            previews.append(np.stack(rows))
     res.previews = np.stack(previews) if previews else None
-    config = dict(
-        bits=bits,
-        granularity=granularity,
-        skip=list(skip),
-        skip_first_last=skip_first_last,
-        quantized="weights of Conv1d/2d/3d and Linear layers; symmetric round-to-nearest",
-        sampler=vars(cfg),
-        respacing=respacing_spec(int(run.diffusion.original_num_steps), cfg),
-        data=spec,
-        n_eval=n_eval,
-        n_ref=n_ref,
-        ref_seed=seed + 1,
-        projections=projections,
-        pool=pool,
-        objective=obj.config.to_dict(),
-    )
-    res.meta = make_meta(config=config, run=run, device=dev, wall_time_s=time.perf_counter() - t0)
+    res.meta = robustness_meta(s, runs, labels, dev, t0, [spec], pool=pool, ref_seed=s.seed + 1,
+                               quantized="weights of Conv1d/2d/3d and Linear layers; symmetric round-to-nearest",
+                               objective=obj0.config.to_dict())
     return res
