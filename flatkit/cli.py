@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fid": ("FID / KID of samples against a reference, with a user-supplied detector.", "the robustness issue"),
     "figures": ("Rebuild the paper's figures and tables from result files.", "the demo issue"),
     "demo": ("Train small models and write a flatness report (the paper in a box).", "the demo issue"),
+    "report": ("Write report.md / .html / .json, summary.csv and summary.tex from result folders.", "issue 12"),
 }
 
 

@@ -1,17 +1,23 @@
-"""Reading result folders: which arm of the paper a folder is, and the numbers each figure and table uses.
+"""Reading result folders: which arm of the paper a folder's model is, and the numbers each figure and table uses.
 
-A *run folder* holds any subset of the result files of ONE checkpoint and weights choice: ``hessian.json``,
-``sharpness.json``, ``perturb.json``, ``landscape.json``, ``exposure.json``, ``prior.json``, ``quantize.json``
-(each with its ``.npz``), ``sample.json`` + ``samples.npz``, and ``fid*.json`` (also ``*/fid.json`` one level
-down, one per sampling budget T'). Nothing is recomputed: every number comes from those files.
+A *result folder* holds any subset of the result files of one analysis call: ``hessian``, ``sharpness``,
+``perturb``, ``landscape``, ``exposure``, ``prior``, ``quantize`` (each ``.json`` with its ``.npz``), ``sample``
+(+ ``samples.npz``) and ``fid*.json`` (also ``*/fid.json`` one level down, one per sampling budget T'). Every
+file is read through its typed result class (``XResult.load``), never through raw JSON keys; the numbers of
+one result type are read in ONE adapter function below (``_hessian`` … ``_fid``), the only place that knows the
+class's field names. Nothing is recomputed.
 
-The arm label comes from the checkpoint's training configuration (``sam_rho > 0`` → SAM, ``ip_gamma > 0`` → IP,
-otherwise ADM) and the weights (``ema*`` → +EMA, ``swa`` → +SWA), read from the checkpoint whose path the
-results' ``meta`` records (or the ``train.json`` beside it); an explicit label overrides it.
+A result measured on several models (``--compare``) holds per-model fields indexed by the model m; such a folder
+gives one :class:`RunDir` per model. A *demo folder* (``flatkit demo --out``) holds ``results/<arm>-<weights>/``
+folders and is read as those. The arm label comes from the checkpoint's training configuration
+(``sam_rho > 0`` → SAM, ``ip_gamma > 0`` → IP, otherwise ADM) and the weights (``ema*`` → +EMA, ``swa`` → +SWA),
+read from the checkpoint whose path the results' ``meta`` records (or the ``train.json`` beside it); an explicit
+label overrides it.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -24,6 +30,35 @@ from flatkit.errors import UsageError
 from flatkit.plots.style import arm_sort_key, canonical_arm
 
 RESULT_NAMES = ("hessian", "sharpness", "perturb", "landscape", "exposure", "prior", "quantize", "sample")
+
+#: result name -> (module, class): every file the report reads, loaded with ``XResult.load``
+RESULT_CLASSES: dict[str, tuple[str, str]] = {
+    "hessian": ("flatkit.analyses.hessian", "HessianResult"),
+    "sharpness": ("flatkit.analyses.sharpness", "SharpnessResult"),
+    "perturb": ("flatkit.analyses.perturb", "PerturbResult"),
+    "landscape": ("flatkit.analyses.landscape.core", "LandscapeResult"),
+    "exposure": ("flatkit.analyses.robustness.exposure", "ExposureResult"),
+    "prior": ("flatkit.analyses.robustness.prior", "PriorResult"),
+    "quantize": ("flatkit.analyses.robustness.quantize", "QuantizeResult"),
+    "sample": ("flatkit.sampling", "SampleResult"),
+    "fid": ("flatkit.metrics.fid", "FidResult"),
+}
+
+
+def result_class(name: str) -> type:
+    mod, cls = RESULT_CLASSES[name]
+    return getattr(importlib.import_module(mod), cls)
+
+
+def load_result(folder: str | Path, name: str, stem: str | None = None) -> Any:
+    """``XResult.load(folder)`` of result ``name`` (file ``<stem>.json``, default ``<name>.json``); a file that
+    does not parse as its result is a usage error naming it as corrupt."""
+    p = Path(folder) / f"{stem or name}.json"
+    try:
+        return result_class(name).load(folder, name=stem or name)
+    except UsageError as e:
+        why = str(e).split(": ", 1)[-1]
+        raise UsageError(f"{p}: corrupt {name} result ({why})") from None
 
 
 def _num(x: Any) -> float | None:
@@ -38,45 +73,119 @@ def _num(x: Any) -> float | None:
 
 
 def _nan_array(v: Any) -> np.ndarray:
+    if v is None:
+        return np.zeros(0)
     return np.array([np.nan if x is None else x for x in np.ravel(np.asarray(v, dtype=object))],
                     dtype=np.float64).reshape(np.shape(v))
 
 
-@dataclass
-class RunDir:
-    """One run folder: its results (JSON dicts), where its arm label came from, and notes on what was odd."""
+def _at(v: Any, m: int) -> Any:
+    """Model m's entry of a per-model field (a plain value is the only model's)."""
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return v[m] if m < len(v) else None
+    return v if m == 0 else None
 
-    path: Path
-    label: str
-    arm: str | None  # the paper's spelling when the label is one of its arms
-    label_source: str  # "given" (--label or the caller), "train config (<file>)", "folder name"
-    checkpoint: str | None = None
-    sha256: str | None = None
-    weights: str | None = None
-    train_config: dict | None = None
-    results: dict[str, dict] = field(default_factory=dict)
-    fids: list[dict] = field(default_factory=list)  # each: the fid.json dict plus "_file", "_steps", "_sampler"
-    notes: list[str] = field(default_factory=list)
-    _arrays: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    def has(self, name: str) -> bool:
-        return name in self.results
+def _curve(v: Any, m: int, ndim: int = 1) -> np.ndarray:
+    """Model m's curve of an (M, ...) field (an array of ``ndim`` dimensions is the only model's)."""
+    a = _nan_array(v)
+    if a.ndim > ndim:
+        return a[m] if m < a.shape[0] else np.full(a.shape[1:], np.nan)
+    return a
 
-    def arrays(self, name: str) -> dict[str, np.ndarray]:
-        """``<name>.npz`` of this folder (empty when absent or unreadable)."""
-        if name not in self._arrays:
-            p = self.path / f"{name}.npz"
-            try:
-                with np.load(p) as z:
-                    self._arrays[name] = {k: z[k] for k in z.files}
-            except (OSError, ValueError):
-                self._arrays[name] = {}
-        return self._arrays[name]
 
-    def describe(self) -> dict:
-        return {"label": self.label, "arm": self.arm, "dir": str(self.path), "label_source": self.label_source,
-                "checkpoint": self.checkpoint, "checkpoint_sha256": self.sha256, "weights": self.weights,
-                "results": sorted(self.results) + (["fid"] if self.fids else []), "notes": list(self.notes)}
+def _cfg(res: Any) -> dict:
+    return ((getattr(res, "meta", None) or {}).get("config") or {})
+
+
+def _first(*vals: Any) -> Any:
+    return next((v for v in vals if v is not None), None)
+
+
+# ------------------------------------------------------------------------------------------------ adapters
+# One function per result type: the only code that reads a result class's fields.
+def _hessian(res: Any, m: int) -> dict:
+    ev = _at(res.eigenvalues, m) or []
+    det = _at(res.details, m) or {}
+    return {"loss": _num(_at(res.loss, m)), "lambda_max": _num(ev[0]) if len(ev) else None,
+            "lambda_max_converged": _at(res.eigen_converged, m),
+            "trace": _num(_at(res.trace, m)), "trace_stderr": _num(_at(res.trace_stderr, m)),
+            "trace_method": (det.get("trace") or {}).get("method") or _cfg(res).get("trace_method")}
+
+
+def _sharpness(res: Any, m: int) -> dict:
+    return {"value": _num(_at(res.value, m)), "loss0": _num(_at(res.loss0, m)), "kind": res.kind,
+            "eps": _num(res.eps)}
+
+
+def _perturb(res: Any, m: int) -> dict:
+    worst = _curve(res.worst, m)
+    return {"radii": np.asarray(res.radii, dtype=np.float64), "mean": _curve(res.mean, m),
+            "std": _curve(res.std, m), "worst": worst if worst.size else None, "loss0": _num(_at(res.loss0, m)),
+            "relative": res.norm, "k": res.n_directions, "worst_steps": res.worst_steps}
+
+
+def _landscape(res: Any, m: int) -> dict:
+    dims = int(res.dims)
+    return {"values": _curve(res.values, m, dims), "coords_a": np.asarray(res.coords_a, dtype=np.float64),
+            "coords_b": np.asarray(res.coords_b, dtype=np.float64) if dims == 2 else None,
+            "loss_centre": _num(_at(res.loss_centre, m)), "dims": dims, "directions": res.directions,
+            "norm": res.norm}
+
+
+def _exposure(res: Any, m: int) -> dict:
+    return {"t": _nan_array(_at(res.t, m)), "sampling": _nan_array(_at(res.sampling_norm, m)),
+            "training": _nan_array(_at(res.training_norm, m)), "gap": _nan_array(_at(res.gap, m)),
+            "gap_last": _num(_at(res.gap_last, m)), "gap_mean": _num(_at(res.gap_mean, m)),
+            "delta_mean": _num(_at(res.delta_mean, m)), "norm": res.eps_norm}
+
+
+def _prior(res: Any, m: int) -> dict:
+    pts = [(k, float(mu), float(s), float(eta)) for k, mu, s, eta in zip(res.kind, res.mu, res.s, res.eta,
+                                                                       strict=True)]
+    nums = {k: [_num(x) for x in (_at(getattr(res, k), m) or [])]
+            for k in ("drift_mse", "loss", "loss_change", "distance")}
+    prev = res.previews
+    return {"points": pts, "kl": [_num(x) for x in res.kl], **nums, "distance_name": res.distance_name,
+            "previews": prev[m] if prev is not None and np.ndim(prev) == 6 and m < len(prev) else None}
+
+
+def _quantize(res: Any, m: int) -> dict:
+    prev = res.previews
+    return {"bits": [int(b) for b in res.bits], "loss_fp": _num(_at(res.loss_fp, m)),
+            **{k: [_num(x) for x in (_at(getattr(res, k), m) or [])]
+               for k in ("loss_change", "drift_mse", "distance", "weight_rel_error")},
+            "distance_fp": _num(_at(res.distance_fp, m)), "granularity": res.granularity,
+            "distance_name": res.distance_name,
+            "previews": prev[m] if prev is not None and np.ndim(prev) == 6 and m < len(prev) else None}
+
+
+def _fid(res: Any) -> dict:
+    c = _cfg(res)
+    return {"fid": _num(res.fid), "sw2": _num((res.weight_free or {}).get("sw2")), "n": res.n_samples,
+            "samples": _first(c.get("samples"), (res.meta or {}).get("samples"))}
+
+
+def _sample(res: Any) -> dict:
+    s = res.sampler or {}
+    steps = _first(s.get("sampling_steps"), s.get("steps"))
+    return {"steps": int(steps) if steps is not None else None, "sampler": s.get("sampler"), "n": s.get("n")}
+
+
+def sampler_of(res: Any) -> tuple[int | None, str | None]:
+    """(T', sampler) a sampling result was measured with, from its recorded settings."""
+    c = _cfg(res)
+    s = c.get("sampler")
+    if isinstance(s, dict):  # results written before the settings classes
+        steps, name = s.get("steps"), s.get("sampler")
+    else:
+        steps, name = c.get("sampling_steps"), s
+    return (int(steps) if steps is not None else None), name
+
+
+def _sampler_n(res: Any) -> int | None:
+    c = _cfg(res)
+    return c["sampler"].get("n") if isinstance(c.get("sampler"), dict) else c.get("n")
 
 
 # ------------------------------------------------------------------------------------------------ arm labels
@@ -146,165 +255,217 @@ def read_train_config(ckpt: str | None, folder: Path) -> tuple[dict | None, str 
     return None, None
 
 
-# ------------------------------------------------------------------------------------------------ reading
-def _read_json(p: Path, notes: list[str]) -> dict | None:
-    try:
-        d = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        notes.append(f"{p.name}: unreadable ({type(e).__name__}), ignored")
-        return None
-    if not isinstance(d, dict):
-        notes.append(f"{p.name}: not a result object, ignored")
-        return None
-    return d
+# ------------------------------------------------------------------------------------------------ folders
+@dataclass
+class FidEntry:
+    """One ``fid.json`` of a folder and the sampling budget of the samples it measured."""
+
+    result: Any  # FidResult
+    file: str  # relative to the folder
+    steps: int | None
+    sampler: str | None
+    sample_meta: dict | None
+
+
+@dataclass
+class RunDir:
+    """One model of a result folder: its typed results, where its arm label came from, notes on what was odd.
+
+    ``model`` is the index m of this model in the folder's per-model result fields."""
+
+    path: Path
+    label: str
+    arm: str | None  # the paper's spelling when the label is one of its arms
+    label_source: str  # "given" (--label or the caller), "train config (<file>)", "result labels", "folder name"
+    checkpoint: str | None = None
+    sha256: str | None = None
+    weights: str | None = None
+    train_config: dict | None = None
+    results: dict[str, Any] = field(default_factory=dict)  # name -> XResult
+    fids: list[FidEntry] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    model: int = 0
+
+    def has(self, name: str) -> bool:
+        return name in self.results
+
+    def describe(self) -> dict:
+        return {"label": self.label, "arm": self.arm, "dir": str(self.path), "model": self.model,
+                "label_source": self.label_source, "checkpoint": self.checkpoint, "checkpoint_sha256": self.sha256,
+                "weights": self.weights, "results": sorted(self.results) + (["fid"] if self.fids else []),
+                "notes": list(self.notes)}
+
+
+def has_results(folder: Path) -> bool:
+    return any((folder / f"{n}.json").is_file() for n in RESULT_NAMES) or bool(
+        list(folder.glob("fid*.json")) + list(folder.glob("*/fid.json")))
+
+
+def expand_dirs(path: str | Path) -> list[Path]:
+    """The result folders of ``path``: itself when it holds result files, else its ``results/*`` (a demo
+    folder) or its subfolders that hold results; a folder with none is a usage error."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UsageError(f"{path}: not a directory")
+    if has_results(folder):
+        return [folder]
+    base = folder / "results" if (folder / "results").is_dir() else folder
+    subs = sorted(p for p in base.iterdir() if p.is_dir() and has_results(p))
+    if not subs:
+        raise UsageError(f"{path}: no flatkit result files here (expected any of "
+                         f"{', '.join(n + '.json' for n in RESULT_NAMES)}, fid.json, or a demo's results/)")
+    return subs
 
 
 def _sample_info(fid: dict, folder: Path) -> tuple[int | None, str | None, dict | None]:
     """T' and sampler of the samples a fid.json measured: from the sample.json beside the samples file."""
-    samples = ((fid.get("meta") or {}).get("config") or {}).get("samples")
-    places = []
-    if samples:
-        places += [c.parent / "sample.json" for c in _candidates(samples, folder)]
-    places.append(folder / "sample.json")
-    for sj in places:
-        if sj.is_file():
-            try:
-                s = json.loads(sj.read_text())
-            except (OSError, ValueError):
-                continue
-            sampler = s.get("sampler") or {}
-            steps = sampler.get("steps")
-            return (int(steps) if steps is not None else None), sampler.get("sampler"), s.get("meta")
+    places = [c.parent for c in _candidates(fid["samples"], folder)] if fid["samples"] else []
+    places.append(folder)
+    for d in places:
+        if (d / "sample.json").is_file():
+            s = load_result(d, "sample")
+            info = _sample(s)
+            return info["steps"], info["sampler"], s.meta
     return None, None, None
 
 
-def read_run_dir(path: str | Path, label: str | None = None) -> RunDir:
-    """Read every result file of one run folder; a folder with none is a usage error (exit 2)."""
+def _read_results(folder: Path) -> dict[str, Any]:
+    return {name: load_result(folder, name) for name in RESULT_NAMES if (folder / f"{name}.json").is_file()}
+
+
+def _read_fids(folder: Path) -> list[FidEntry]:
+    out = []
+    for p in sorted(folder.glob("fid*.json")) + sorted(folder.glob("*/fid.json")):
+        res = load_result(p.parent, "fid", stem=p.stem)
+        steps, sampler, smeta = _sample_info(_fid(res), p.parent)
+        out.append(FidEntry(res, str(p.relative_to(folder)), steps, sampler, smeta))
+    return out
+
+
+def _model_count(results: dict[str, Any]) -> int:
+    """How many models the folder's results measured (``labels[m]`` of a comparison; 1 otherwise)."""
+    return max([1] + [len(res.labels) for res in results.values() if isinstance(getattr(res, "labels", None),
+                                                                                 list)])
+
+
+def _identity(meta: dict, m: int) -> tuple[str | None, str | None, str | None, str | None]:
+    """(checkpoint, sha256, weights, label) of model m as a result's meta records it."""
+    cks = meta.get("checkpoints")
+    if isinstance(cks, list) and m < len(cks) and isinstance(cks[m], dict):
+        c = cks[m]
+        return c.get("checkpoint"), c.get("checkpoint_sha256"), c.get("weights"), c.get("label")
+    if m == 0:
+        return meta.get("checkpoint"), meta.get("checkpoint_sha256"), meta.get("weights"), meta.get("label")
+    return None, None, None, None
+
+
+def _model_identity(results: dict[str, Any], fids: list[FidEntry], m: int,
+                    notes: list[str]) -> tuple[str | None, str | None, str | None, str | None]:
+    """The checkpoint and weights every result's meta records for model m (they should agree)."""
+    idents = []
+    for name, res in results.items():
+        ck, sha, w, lab = _identity(res.meta or {}, m)
+        labs = getattr(res, "labels", None)
+        lab = _first(lab, _at(labs, m) if isinstance(labs, list) and labs else None)
+        if ck or sha:
+            idents.append((name, ck, sha, w, lab))
+    for f in fids if m == 0 else []:
+        ck, sha, w, lab = _identity(f.sample_meta or {}, 0)
+        if ck:
+            idents.append((f.file, ck, sha, w, lab))
+    if not idents:
+        return None, None, None, None
+    first, ckpt, sha, weights, lab = idents[0]
+    odd = [f"{n} ({Path(c or '?').name}:{w})" for n, c, s, w, _ in idents[1:]
+           if (s and sha and s != sha) or (w and weights and w != weights)]
+    if odd:
+        notes.append(f"results from another checkpoint or weights than {first} ({Path(ckpt or '?').name}:"
+                     f"{weights}): {', '.join(odd)}; the model is labelled by {first}")
+    return ckpt, sha, weights, lab
+
+
+def _label(folder: Path, given: str | None, ckpt: str | None, weights: str | None, rlabel: str | None,
+           multi: bool, notes: list[str]) -> tuple[str, str, dict | None]:
+    train_cfg, found = read_train_config(ckpt, folder)
+    if given is not None:
+        return given, "given", train_cfg
+    if train_cfg is not None:
+        return arm_label(train_cfg, weights), f"train config ({found})", train_cfg
+    if multi and rlabel:
+        return rlabel, "result labels", None
+    why = (f"checkpoint {ckpt} not found" if ckpt and found is None
+           else f"{found} records no training configuration" if found else "no checkpoint recorded")
+    notes.append(f"arm unknown ({why}): labelled by the folder name; pass --label {folder}=NAME")
+    return folder.resolve().name, "folder name", None
+
+
+def read_folder(path: str | Path, label: str | None = None) -> list[RunDir]:
+    """Every model of one result folder, one :class:`RunDir` each (a folder with no result is exit 2)."""
     folder = Path(path)
     if not folder.is_dir():
         raise UsageError(f"{path}: not a directory")
-    notes: list[str] = []
-    results: dict[str, dict] = {}
-    for name in RESULT_NAMES:
-        p = folder / f"{name}.json"
-        if p.is_file():
-            d = _read_json(p, notes)
-            if d is not None:
-                results[name] = d
-    fid_files = sorted(folder.glob("fid*.json")) + sorted(folder.glob("*/fid.json"))
-    fids = []
-    for p in fid_files:
-        d = _read_json(p, notes)
-        if d is None:
-            continue
-        steps, sampler, smeta = _sample_info(d, p.parent)
-        d["_file"] = str(p.relative_to(folder))
-        d["_steps"], d["_sampler"], d["_sample_meta"] = steps, sampler, smeta
-        fids.append(d)
-    if not results and not fids:
+    if not has_results(folder):
         raise UsageError(f"{path}: no flatkit result files here (expected any of "
                          f"{', '.join(n + '.json' for n in RESULT_NAMES)}, fid.json)")
+    results, fids = _read_results(folder), _read_fids(folder)
+    n = _model_count(results)
+    out = []
+    for m in range(n):
+        notes: list[str] = []
+        ckpt, sha, weights, rlabel = _model_identity(results, fids, m, notes)
+        given = label if n == 1 else (f"{label}:{rlabel or m}" if label else None)
+        lab, source, cfg = _label(folder, given, ckpt, weights, rlabel, n > 1, notes)
+        mine = {k: v for k, v in results.items() if _model_count({k: v}) > m}
+        out.append(RunDir(path=folder, label=lab, arm=canonical_arm(lab), label_source=source, checkpoint=ckpt,
+                          sha256=sha, weights=weights, train_config=cfg, results=mine,
+                          fids=fids if m == 0 else [], notes=notes, model=m))
+    return out
 
-    # identity: the checkpoint and weights every result's meta records (they should agree)
-    idents = []
-    for name, d in results.items():
-        m = d.get("meta") or {}
-        if m.get("checkpoint") or m.get("checkpoint_sha256"):
-            idents.append((name, m.get("checkpoint"), m.get("checkpoint_sha256"), m.get("weights")))
-    for d in fids:
-        sm = d.get("_sample_meta") or {}
-        if sm.get("checkpoint"):
-            idents.append((d["_file"], sm.get("checkpoint"), sm.get("checkpoint_sha256"), sm.get("weights")))
-    ckpt = sha = weights = None
-    if idents:
-        _, ckpt, sha, weights = idents[0]
-        odd = [f"{n} ({Path(c or '?').name}:{w})" for n, c, s, w in idents[1:]
-               if (s and sha and s != sha) or (w and weights and w != weights)]
-        if odd:
-            notes.append(f"results from another checkpoint or weights than {idents[0][0]} "
-                         f"({Path(ckpt or '?').name}:{weights}): {', '.join(odd)}; the folder is labelled by "
-                         f"{idents[0][0]}")
-    for name in ("perturb", "landscape"):
-        if name in results and len(results[name].get("labels") or []) > 1:
-            notes.append(f"{name}.json holds {len(results[name]['labels'])} models; the first (the folder's "
-                         "checkpoint) is used")
-    for name in ("prior", "exposure"):
-        if name in results and len(results[name].get("checkpoints") or []) > 1:
-            notes.append(f"{name}.json holds {len(results[name]['checkpoints'])} checkpoints; the first is used")
 
-    train_cfg, found = read_train_config(ckpt, folder)
-    if label is not None:
-        lab, source = label, "given"
-    elif train_cfg is not None:
-        lab, source = arm_label(train_cfg, weights), f"train config ({found})"
-    else:
-        lab, source = folder.resolve().name, "folder name"
-        why = (f"checkpoint {ckpt} not found" if ckpt and found is None
-               else f"{found} records no training configuration" if found else "no checkpoint recorded")
-        notes.append(f"arm unknown ({why}): labelled by the folder name; pass --label {path}=NAME")
-    return RunDir(path=folder, label=lab, arm=canonical_arm(lab), label_source=source, checkpoint=ckpt,
-                  sha256=sha, weights=weights, train_config=train_cfg, results=results, fids=fids, notes=notes)
+def read_run_dir(path: str | Path, label: str | None = None) -> RunDir:
+    """The first model of one result folder (see :func:`read_folder` for all of them)."""
+    return read_folder(path, label)[0]
 
 
 def read_run_dirs(dirs: list[str | Path], labels: dict[str, str] | None = None) -> list[RunDir]:
-    """Read each folder (``labels`` maps a folder, as given or resolved, to a label), in the paper's arm order;
-    repeated labels get ``#2``, ``#3`` … so each curve stays distinguishable."""
+    """Read each folder (``labels`` maps a folder, as given or resolved, to a label; a demo folder stands for
+    its ``results/*``), one row per model, in the paper's arm order; repeated labels get ``#2``, ``#3`` … so
+    each curve stays distinguishable."""
     labels = dict(labels or {})
     lab_by_res = {str(Path(k).resolve()): v for k, v in labels.items()}
-    runs = []
+    runs: list[RunDir] = []
     for d in dirs:
-        lab = labels.get(str(d), lab_by_res.get(str(Path(d).resolve())))
-        runs.append(read_run_dir(d, lab))
+        for sub in expand_dirs(d):
+            lab = labels.get(str(sub), lab_by_res.get(str(Path(sub).resolve())))
+            runs += read_folder(sub, lab)
     seen: dict[str, int] = {}
     for r in runs:
         seen[r.label] = seen.get(r.label, 0) + 1
         if seen[r.label] > 1:
-            r.notes.append(f"label {r.label} already used by another folder: shown as {r.label}#{seen[r.label]}")
+            r.notes.append(f"label {r.label} already used by another model: shown as {r.label}#{seen[r.label]}")
             r.label = f"{r.label}#{seen[r.label]}"
             r.arm = None
     return sorted(runs, key=lambda r: arm_sort_key(r.label))
 
 
 # ------------------------------------------------------------------------------------------------ measures
-def sampler_of(result: dict) -> tuple[int | None, str | None]:
-    s = ((result.get("meta") or {}).get("config") or {}).get("sampler") or {}
-    steps = s.get("steps")
-    return (int(steps) if steps is not None else None), s.get("sampler")
-
-
 def perturb_curves(run: RunDir) -> dict | None:
-    """ΔL(r) of the folder's model: radii, random mean and std over K directions, worst case, L(θ)."""
-    d = run.results.get("perturb")
-    if d is None:
-        return None
-    radii = np.asarray(d["radii"], dtype=np.float64)
-    mean = _nan_array(d["mean"])
-    std = _nan_array(d["std"])
-    worst = _nan_array(d.get("worst") or [])
-    return {"radii": radii, "mean": mean[0], "std": std[0], "worst": worst[0] if worst.size else None,
-            "loss0": _num((d.get("loss0") or [None])[0]), "relative": d.get("relative"), "k": d.get("k"),
-            "worst_steps": d.get("worst_steps")}
+    """ΔL(r) of the model: radii, random mean and std over K directions, worst case, L(θ)."""
+    res = run.results.get("perturb")
+    return None if res is None else _perturb(res, run.model)
 
 
 def landscape_flatness(run: RunDir, radius: float | None = None) -> dict | None:
     """The landscape flatness number: mean of L(θ + α d₁ + β d₂) − L(θ) over the grid points of the slice with
     0 < ‖(α, β)‖₂ ≤ r (|α| ≤ r in 1-D), NaN points left out. ``radius`` None: the largest disc inside the
     grid, r = min(|α_min|, α_max, |β_min|, β_max)."""
-    d = run.results.get("landscape")
-    if d is None:
+    res = run.results.get("landscape")
+    if res is None:
         return None
-    arrs = run.arrays("landscape")
-    vals = arrs.get("values")
-    if vals is None:
-        vals = d.get("values")
-        if not isinstance(vals, list):
-            return None
-    vals = _nan_array(vals)[0]
-    a = np.asarray(arrs.get("coords_a", d.get("coords_a")), dtype=np.float64)
-    dims = int(d.get("dims", vals.ndim))
-    centre = _num((d.get("loss_centre") or [None])[0])
+    d = _landscape(res, run.model)
+    vals, a, dims, centre = d["values"], d["coords_a"], d["dims"], d["loss_centre"]
     if dims == 2:
-        b = np.asarray(arrs.get("coords_b", d.get("coords_b")), dtype=np.float64)
+        b = d["coords_b"]
         A, B = np.meshgrid(a, b, indexing="ij")
         rr = np.sqrt(A**2 + B**2)
         rmax = float(min(abs(a.min()), a.max(), abs(b.min()), b.max()))
@@ -319,35 +480,26 @@ def landscape_flatness(run: RunDir, radius: float | None = None) -> dict | None:
     finite = inside & np.isfinite(vals)
     value = float(np.mean(vals[finite] - centre)) if centre is not None and finite.any() else None
     return {"value": value, "radius": r, "points": int(finite.sum()), "nan_points": int((inside & ~finite).sum()),
-            "loss_centre": centre, "dims": dims, "directions": d.get("directions"), "norm": d.get("norm"),
-            "values": vals, "coords_a": a, "coords_b": b if dims == 2 else None}
+            "loss_centre": centre, "dims": dims, "directions": d["directions"], "norm": d["norm"],
+            "values": vals, "coords_a": a, "coords_b": d["coords_b"]}
 
 
 def exposure_curves(run: RunDir) -> dict | None:
-    d = run.results.get("exposure")
-    if d is None:
+    res = run.results.get("exposure")
+    if res is None:
         return None
-    e = (d.get("checkpoints") or [d])[0]
-    steps, sampler = sampler_of(d)
-    return {"t": np.asarray(e["t"], dtype=np.float64), "sampling": _nan_array(e["sampling_norm"]),
-            "training": _nan_array(e["training_norm"]), "gap": _nan_array(e["gap"]),
-            "gap_last": _num(e.get("gap_last")), "gap_mean": _num(e.get("gap_mean")),
-            "delta_mean": _num(e.get("delta_mean")), "norm": d.get("norm", "l2"), "steps": steps,
-            "sampler": sampler}
+    steps, sampler = sampler_of(res)
+    return {**_exposure(res, run.model), "steps": steps, "sampler": sampler}
 
 
 def prior_points(run: RunDir) -> dict | None:
-    d = run.results.get("prior")
-    if d is None:
+    res = run.results.get("prior")
+    if res is None:
         return None
-    e = (d.get("checkpoints") or [d])[0]
-    steps, sampler = sampler_of(d)
-    keys = [(k, float(m), float(s), float(eta)) for k, m, s, eta in zip(d["kind"], d["mu"], d["s"], d["eta"],
-                                                                       strict=True)]
-    return {"points": keys, "kl": [_num(x) for x in d["kl"]], "drift_mse": [_num(x) for x in e["drift_mse"]],
-            "loss_change": [_num(x) for x in e.get("loss_change", [])],
-            "distance": [_num(x) for x in e.get("distance", [])], "distance_name": d.get("distance_name", ""),
-            "steps": steps, "sampler": sampler}
+    steps, sampler = sampler_of(res)
+    out = _prior(res, run.model)
+    out.pop("previews")
+    return {**out, "steps": steps, "sampler": sampler}
 
 
 def prior_point_name(key: tuple) -> str:
@@ -356,81 +508,100 @@ def prior_point_name(key: tuple) -> str:
 
 
 def quantize_table(run: RunDir) -> dict | None:
-    d = run.results.get("quantize")
-    if d is None:
+    res = run.results.get("quantize")
+    if res is None:
         return None
-    steps, sampler = sampler_of(d)
-    return {"bits": [int(b) for b in d["bits"]], "loss_fp": _num(d.get("loss_fp")),
-            "loss_change": [_num(x) for x in d["loss_change"]], "drift_mse": [_num(x) for x in d["drift_mse"]],
-            "distance": [_num(x) for x in d.get("distance", [])], "distance_fp": _num(d.get("distance_fp")),
-            "weight_rel_error": [_num(x) for x in d.get("weight_rel_error", [])],
-            "granularity": d.get("granularity"), "distance_name": d.get("distance_name", ""), "steps": steps,
-            "sampler": sampler}
+    steps, sampler = sampler_of(res)
+    out = _quantize(res, run.model)
+    out.pop("previews")
+    return {**out, "steps": steps, "sampler": sampler}
+
+
+def quantize_previews(run: RunDir) -> np.ndarray | None:
+    """(1 + bits, k, H, W, C) uint8 previews of the model: full precision, then each bit width."""
+    res = run.results.get("quantize")
+    p = _quantize(res, run.model)["previews"] if res is not None else None
+    return np.asarray(p) if p is not None and np.ndim(p) == 5 else None
 
 
 def flatness_numbers(run: RunDir) -> dict:
-    """λ_max, trace (± standard error) and sharpness of the folder's model, where recorded."""
+    """λ_max, trace (± standard error), sharpness and L(θ) on each result's bank, where recorded."""
     out: dict[str, Any] = {}
     h = run.results.get("hessian")
     if h is not None:
-        te = h.get("top_eigenvalues") or {}
-        ev = te.get("eigenvalues") or []
-        if ev:
-            out["lambda_max"] = _num(ev[0])
-            out["lambda_max_converged"] = te.get("converged")
-        tr = h.get("trace") or {}
-        if tr:
-            out["trace"] = _num(tr.get("estimate"))
-            out["trace_stderr"] = _num(tr.get("stderr"))
-            out["trace_method"] = tr.get("method")
-        out["loss"] = _num(h.get("loss"))
+        d = _hessian(h, run.model)
+        if d["lambda_max"] is not None:
+            out["lambda_max"] = d["lambda_max"]
+            out["lambda_max_converged"] = d["lambda_max_converged"]
+        if d["trace"] is not None:
+            out.update(trace=d["trace"], trace_stderr=d["trace_stderr"], trace_method=d["trace_method"])
+        out["loss"] = d["loss"]
     s = run.results.get("sharpness")
     if s is not None:
-        out["sharpness"] = _num(s.get("value"))
-        out["sharpness_kind"] = s.get("kind")
-        out["sharpness_eps"] = _num(s.get("eps"))
+        d = _sharpness(s, run.model)
+        out.update(sharpness=d["value"], sharpness_kind=d["kind"], sharpness_eps=d["eps"],
+                   sharpness_loss0=d["loss0"])
     return out
 
 
+#: where L(θ) on the bank is read from, in order: result name -> (adapter, its key)
+LOSS_SOURCES: dict[str, tuple[Any, str]] = {
+    "hessian": (_hessian, "loss"), "sharpness": (_sharpness, "loss0"), "perturb": (_perturb, "loss0"),
+    "landscape": (_landscape, "loss_centre"), "quantize": (_quantize, "loss_fp"),
+}
+
+
+def bank_loss(run: RunDir) -> tuple[float | None, str | None, int | None]:
+    """L(θ) on the frozen bank, the result it came from and that result's bank size (n_eval)."""
+    for name, (adapter, key) in LOSS_SOURCES.items():
+        res = run.results.get(name)
+        if res is None:
+            continue
+        v = adapter(res, run.model)[key]
+        if v is not None:
+            c = _cfg(res)
+            n = _first(c.get("n_eval"), ((res.meta or {}).get("objective") or {}).get("n"))
+            return v, name, n
+    return None, None, None
+
+
 def quality_cells(run: RunDir) -> list[dict]:
-    """Every sample-quality number the folder holds: FID (fid.json with a detector), else the weight-free
+    """Every sample-quality number the model has: FID (fid.json with a detector), else the weight-free
     sliced Wasserstein-2 distance (fid.json without a detector, quantize at full precision, prior at N(0, I)).
     Each: value, metric ("FID" or "SW2"), T', sampler, source file, n samples."""
     cells = []
     for f in run.fids:
-        if _num(f.get("fid")) is not None:
-            cells.append({"value": _num(f["fid"]), "metric": "FID", "steps": f["_steps"], "sampler": f["_sampler"],
-                          "source": f["_file"], "n": f.get("n_samples"), "rank": 0})
-        elif _num((f.get("weight_free") or {}).get("sw2")) is not None:
-            cells.append({"value": _num(f["weight_free"]["sw2"]), "metric": "SW2", "steps": f["_steps"],
-                          "sampler": f["_sampler"], "source": f["_file"], "n": f.get("n_samples"), "rank": 1})
+        d = _fid(f.result)
+        if d["fid"] is not None:
+            cells.append({"value": d["fid"], "metric": "FID", "steps": f.steps, "sampler": f.sampler,
+                          "source": f.file, "n": d["n"], "rank": 0})
+        elif d["sw2"] is not None:
+            cells.append({"value": d["sw2"], "metric": "SW2", "steps": f.steps, "sampler": f.sampler,
+                          "source": f.file, "n": d["n"], "rank": 1})
     q = run.results.get("quantize")
-    if q is not None and _num(q.get("distance_fp")) is not None:
-        steps, sampler = sampler_of(q)
-        cells.append({"value": _num(q["distance_fp"]), "metric": "SW2", "steps": steps, "sampler": sampler,
-                      "source": "quantize.json (full precision)",
-                      "n": ((q.get("meta") or {}).get("config") or {}).get("sampler", {}).get("n"), "rank": 2})
-    p = run.results.get("prior")
+    if q is not None:
+        d = _quantize(q, run.model)
+        if d["distance_fp"] is not None:
+            steps, sampler = sampler_of(q)
+            cells.append({"value": d["distance_fp"], "metric": "SW2", "steps": steps, "sampler": sampler,
+                          "source": "quantize.json (full precision)", "n": _sampler_n(q), "rank": 2})
+    p = prior_points(run)
     if p is not None:
-        e = (p.get("checkpoints") or [p])[0]
-        for i, (k, mu, s) in enumerate(zip(p["kind"], p["mu"], p["s"], strict=True)):
-            if k == "shift_scale" and float(mu) == 0.0 and float(s) == 1.0 and i < len(e.get("distance", [])):
-                v = _num(e["distance"][i])
-                if v is not None:
-                    steps, sampler = sampler_of(p)
-                    cells.append({"value": v, "metric": "SW2", "steps": steps, "sampler": sampler,
-                                  "source": "prior.json (unperturbed prior)",
-                                  "n": ((p.get("meta") or {}).get("config") or {}).get("sampler", {}).get("n"),
-                                  "rank": 3})
+        for i, (k, mu, s, _) in enumerate(p["points"]):
+            if k == "shift_scale" and mu == 0.0 and s == 1.0 and i < len(p["distance"]):
+                if p["distance"][i] is not None:
+                    cells.append({"value": p["distance"][i], "metric": "SW2", "steps": p["steps"],
+                                  "sampler": p["sampler"], "source": "prior.json (unperturbed prior)",
+                                  "n": _sampler_n(run.results["prior"]), "rank": 3})
                 break
     return cells
 
 
 def sample_sources(run: RunDir) -> dict[str, np.ndarray]:
-    """Full-precision image samples of the folder's model (uint8 NHWC) by source: ``samples.npz`` (flatkit
-    sample), ``quantize.npz`` (its full-precision row), ``prior.npz`` (the row of the prior N(0, I))."""
+    """Full-precision image samples of the model (uint8 NHWC) by source: ``samples.npz`` (flatkit sample),
+    ``quantize.npz`` (its full-precision row), ``prior.npz`` (the row of the prior N(0, I))."""
     out: dict[str, np.ndarray] = {}
-    if run.has("sample") and (run.path / "samples.npz").is_file():
+    if run.has("sample") and run.model == 0 and (run.path / "samples.npz").is_file():
         try:
             with np.load(run.path / "samples.npz") as z:
                 x = z["arr_0"]
@@ -438,16 +609,18 @@ def sample_sources(run: RunDir) -> dict[str, np.ndarray]:
                 out["samples.npz"] = x
         except (OSError, ValueError, KeyError):
             pass
-    q = run.arrays("quantize").get("previews")
-    if q is not None and q.ndim == 5:
+    q = quantize_previews(run)
+    if q is not None:
         out["quantize.npz"] = q[0]
-    p = run.arrays("prior").get("previews")
     pr = run.results.get("prior")
-    if p is not None and p.ndim == 5 and pr is not None:
-        for i, (k, mu, s) in enumerate(zip(pr["kind"], pr["mu"], pr["s"], strict=True)):
-            if k == "shift_scale" and float(mu) == 0.0 and float(s) == 1.0 and i < p.shape[0]:
-                out["prior.npz"] = p[i]
-                break
+    if pr is not None:
+        d = _prior(pr, run.model)
+        p = d["previews"]
+        if p is not None and np.ndim(p) == 5:
+            for i, (k, mu, s, _) in enumerate(d["points"]):
+                if k == "shift_scale" and mu == 0.0 and s == 1.0 and i < np.shape(p)[0]:
+                    out["prior.npz"] = np.asarray(p[i])
+                    break
     return out
 
 
@@ -455,8 +628,8 @@ SAMPLE_SOURCES = ("samples.npz", "quantize.npz", "prior.npz")
 
 
 def sample_previews(runs: list[RunDir]) -> list[tuple[str, np.ndarray, str]]:
-    """(label, samples, source) per folder with image samples; the source most folders share is used where a
-    folder has it (so columns are paired by seed across arms when their seeds agree)."""
+    """(label, samples, source) per model with image samples; the source most models share is used where a
+    model has it (so columns are paired by seed across arms when their seeds agree)."""
     srcs = {r.label: sample_sources(r) for r in runs}
     counts = {s: sum(s in v for v in srcs.values()) for s in SAMPLE_SOURCES}
     order = sorted(SAMPLE_SOURCES, key=lambda s: (-counts[s], SAMPLE_SOURCES.index(s)))

@@ -136,15 +136,15 @@ def flatness_table(runs: list[RunDir], landscape_radius: float | None = None,
         perturb_radius = common_perturb_radius(runs)
     land = {r.label: C.landscape_flatness(r, landscape_radius) for r in runs}
     radii = sorted({d["radius"] for d in land.values() if d is not None})
-    sharp = sorted({f"{r.results['sharpness'].get('kind')}, ε={r.results['sharpness'].get('eps'):g}"
-                    for r in runs if r.has("sharpness")})
+    fl = {r.label: C.flatness_numbers(r) for r in runs}
+    sharp = sorted({f"{f['sharpness_kind']}, ε={fmt(f['sharpness_eps'])}" for f in fl.values() if "sharpness" in f})
     headers = ["arm", "λ_max ↓", "trace ↓", f"sharpness ↓ ({'; '.join(sharp)})" if sharp else "sharpness ↓",
                f"landscape mean ΔL, r ≤ {', '.join(f'{x:g}' for x in radii)} ↓" if radii else "landscape ΔL ↓",
                f"perturb ΔL random, r = {perturb_radius:g} ↓" if perturb_radius else "perturb ΔL ↓",
                f"perturb ΔL worst, r = {perturb_radius:g} ↓" if perturb_radius else "perturb ΔL worst ↓"]
     rows, numbers = [], []
     for r in runs:
-        f = C.flatness_numbers(r)
+        f = fl[r.label]
         ld = land[r.label]
         pm = pw = None
         if r.has("perturb"):
@@ -263,15 +263,15 @@ def prior_table(runs: list[RunDir]) -> Table | None:
 
 # ------------------------------------------------------------------------------------------------ figures
 def _quantized_cells(runs: list[RunDir]) -> tuple[list[str], list[str], dict] | None:
-    have = [(r, r.arrays("quantize").get("previews")) for r in runs if r.has("quantize")]
-    have = [(r, p) for r, p in have if p is not None and p.ndim == 5]
+    have = [(r, C.quantize_previews(r)) for r in runs if r.has("quantize")]
+    have = [(r, p) for r, p in have if p is not None]
     if not have:
         return None
-    bits = sorted({b for r, _ in have for b in r.results["quantize"]["bits"]}, reverse=True)
+    bits = sorted({b for r, _ in have for b in C.quantize_table(r)["bits"]}, reverse=True)
     cols = ["full precision"] + [f"{b}-bit" for b in bits]
     cells = {}
     for i, (r, p) in enumerate(have):
-        qb = r.results["quantize"]["bits"]
+        qb = C.quantize_table(r)["bits"]
         cells[(i, 0)] = p[0]
         for j, b in enumerate(bits):
             if b in qb and qb.index(b) + 1 < p.shape[0]:

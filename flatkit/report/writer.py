@@ -1,6 +1,8 @@
 """``write_report(rows, out_dir)``: one summary table of every measure per arm, as ``report.md``, a
-self-contained ``report.html`` (figures as base64 PNG, the 2-D landscapes as an offline plotly figure) and
-``report.json`` (the numbers), all read from result files (:mod:`flatkit.report.collect`)."""
+self-contained ``report.html`` (the markdown rendered, figures as base64 PNG, the 2-D landscapes as an offline
+plotly figure), ``report.json`` (the numbers), ``summary.csv`` and ``summary.tex`` (LaTeX booktabs), all read
+from result files through their typed results (:mod:`flatkit.report.collect`). L(θ) on the bank stands beside
+the flatness numbers so that a fit cost is never hidden."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from typing import Any
 
 from flatkit.report import collect as C
 from flatkit.report.collect import RunDir
+from flatkit.report.export import summary_csv, summary_tex
 from flatkit.report.figures import FIGURE_NAMES, Table, figures, fmt, md_table
+from flatkit.report.markdown import to_html
 
 FIGURE_CAPTIONS = {
     "flatness": "Top Hessian eigenvalue, Hessian trace and sharpness per arm.",
@@ -48,6 +52,8 @@ class Report:
     columns: list[Column]
     rows: list[dict]  # per arm: "label", "dir", and one value (or None) per column key
     notes: list[str]
+    csv: Path | None = None
+    tex: Path | None = None
 
 
 def _choose_prior_point(runs: list[RunDir], prior_point: tuple[float, float] | None) -> tuple | None:
@@ -95,7 +101,7 @@ def summary(runs: list[RunDir], landscape_radius: float | None = None, perturb_r
     point = _choose_prior_point(runs, prior_point)
     qcol, qcells = _quality_column(quality)
 
-    sharp = sorted({f"{f['sharpness_kind']}, ε = {f['sharpness_eps']:g}" for f in fl.values()
+    sharp = sorted({f"{f['sharpness_kind']}, ε = {fmt(f['sharpness_eps'])}" for f in fl.values()
                     if f.get("sharpness") is not None})
     if len(sharp) > 1:
         notes.append(f"sharpness was measured with different settings ({'; '.join(sharp)}): not comparable")
@@ -106,7 +112,13 @@ def summary(runs: list[RunDir], landscape_radius: float | None = None, perturb_r
         p0 = next(C.prior_points(r) for r in runs if r.has("prior"))
         pt_kl = p0["kl"][p0["points"].index(point)] if point in p0["points"] else None
 
+    banks = sorted({n for n in (C.bank_loss(r)[2] for r in runs) if n is not None})
     cols = [
+        Column("loss", f"L(θ) on the bank (n = {', '.join(map(str, banks)) or '?'})",
+               "The training loss at the model's weights on the frozen evaluation bank of the flatness measures "
+               "(`hessian.json`, else `sharpness.json`, `perturb.json`, `landscape.json`, `quantize.json`): how "
+               "well each arm fits. Flatness is only comparable between arms that fit about equally well; a flat "
+               "but badly fitted model is no win."),
         Column("lambda_max", "λ_max ↓",
                "Largest eigenvalue of the Hessian of the training loss at θ (Lanczos on Hessian-vector products, "
                "`hessian.json`): the curvature along the sharpest direction. Lower is flatter."),
@@ -126,7 +138,7 @@ def summary(runs: list[RunDir], landscape_radius: float | None = None, perturb_r
         Column("perturb", f"ΔL perturb, r = {pr_r:g} ↓" if pr_r else "ΔL perturb ↓",
                "Loss increase L(θ + r d) − L(θ) under random Gaussian weight perturbations d (mean over the K "
                "directions of `perturb.json`) at radius r (by default the largest radius every arm evaluated; "
-               "the radius convention, e.g. relative to each filter's norm, is the result's `relative`). Lower "
+               "the radius convention, e.g. relative to each filter's norm, is the result's `norm`). Lower "
                "is more robust."),
         Column("prior_drift",
                (f"prior drift {C.prior_point_name(point)} (KL {fmt(pt_kl, 3)}) ↓" if point else "prior drift ↓"),
@@ -159,6 +171,7 @@ def summary(runs: list[RunDir], landscape_radius: float | None = None, perturb_r
     for r in runs:
         f, ld = fl[r.label], land[r.label]
         row: dict[str, Any] = {"label": r.label, "dir": str(r.path)}
+        row["loss"], row["loss_source"], row["loss_n_eval"] = C.bank_loss(r)
         row["lambda_max"] = f.get("lambda_max")
         row["trace"] = f.get("trace")
         row["sharpness"] = f.get("sharpness")
@@ -192,16 +205,10 @@ def _img_b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _html_table(headers: list[str], rows: list[list[str]]) -> str:
-    h = "".join(f"<th>{html.escape(c)}</th>" for c in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
-
-
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;
 padding:0 1em;color:#222;line-height:1.45}table{border-collapse:collapse;margin:1em 0;font-size:0.9em}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{
-text-align:left;font-weight:600}figure{margin:1.5em 0}figure img{max-width:100%}figcaption{color:#555;
+text-align:left;font-weight:600}figure{margin:1.5em 0}figure img,p img{max-width:100%}figcaption{color:#555;
 font-size:0.9em}dt{font-weight:600;margin-top:0.6em}.note{color:#555;font-size:0.9em}code{background:#f4f4f4;
 padding:0 3px}"""
 
@@ -210,8 +217,8 @@ def write_report(rows: Sequence[tuple[str | None, str | Path]] | Sequence[str | 
                  title: str = "flatkit report", *, intro: str | None = None, landscape_radius: float | None = None,
                  perturb_radius: float | None = None, prior_point: tuple[float, float] | None = None,
                  quant_bits: Sequence[int] = (8, 4)) -> Report:
-    """Write ``report.md``, ``report.html``, ``report.json`` and ``figures/`` (PNG + PDF, ``tables.md``,
-    ``figures.json``) into ``out_dir`` from the result folders in ``rows``.
+    """Write ``report.md``, ``report.html``, ``report.json``, ``summary.csv``, ``summary.tex`` and ``figures/``
+    (PNG + PDF, ``tables.md``, ``figures.json``) into ``out_dir`` from the result folders in ``rows``.
 
     ``rows``: ``(label, result_dir)`` pairs (label None: derived from the checkpoint's training configuration
     and weights) or bare folders; each folder holds the result files of one checkpoint + weights choice
@@ -251,59 +258,53 @@ def write_report(rows: Sequence[tuple[str | None, str | Path]] | Sequence[str | 
     if intro:
         md += [intro, ""]
     md += ["Every number below is read from the result files of these folders (nothing is recomputed):", ""]
-    md += [f"- **{r.label}**: `{r.path}` (label from {r.label_source})" for r in runs]
-    md += ["", "## Summary (↓: lower is better)", "", md_table(headers, trows), ""]
+    md += [f"- **{r.label}**: `{r.path}`" + (f" (model {r.model})" if r.model else "")
+           + f" (label from {r.label_source})" for r in runs]
+    md += ["", "## Summary (↓: lower is better)", "", md_table(headers, trows), "",
+           "The same table is in `summary.csv` (full-precision numbers) and `summary.tex` (LaTeX, booktabs).", ""]
     md += ["### What each column measures", ""]
     md += [f"- **{c.header}**: {c.explanation}" for c in cols]
     md += ["", "## Figures", ""]
     md += [f"![{n}](figures/{n}.png)\n\n{FIGURE_CAPTIONS.get(n, '')}\n" for n, _ in fig_files]
-    if any(r.has("landscape") for r in runs):
-        md += ["The interactive 2-D landscapes are in `report.html`.", ""]
-    md += ["## Detailed tables", ""] + [t.markdown() for t in tables]
-    if fig["skipped"]:
-        md += ["## Not shown", ""] + [f"- {k}: {v}" for k, v in fig["skipped"].items()] + [""]
-    if notes:
-        md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
-    atomic_write_text(out / "report.md", "\n".join(md))
-
-    # ---- html (self-contained)
-    body = [f"<h1>{html.escape(title)}</h1>"]
-    if intro:
-        body.append(f"<p>{html.escape(intro)}</p>")
-    body.append("<p>Every number is read from the result files of:</p><ul>"
-                + "".join(f"<li><b>{html.escape(r.label)}</b>: <code>{html.escape(str(r.path))}</code> (label "
-                          f"from {html.escape(r.label_source)})</li>" for r in runs) + "</ul>")
-    body.append("<h2>Summary (↓: lower is better)</h2>" + _html_table(headers, trows))
-    body.append("<h3>What each column measures</h3><dl>"
-                + "".join(f"<dt>{html.escape(c.header)}</dt><dd>{html.escape(c.explanation)}</dd>" for c in cols)
-                + "</dl>")
-    body.append("<h2>Figures</h2>")
-    for n, p in fig_files:
-        body.append(f'<figure><img alt="{n}" src="data:image/png;base64,{_img_b64(p)}"/>'
-                    f"<figcaption>{html.escape(FIGURE_CAPTIONS.get(n, ''))}</figcaption></figure>")
-    plotly_js = ""
     land = [(r.label, C.landscape_flatness(r, landscape_radius)) for r in runs if r.has("landscape")]
     land = [(lab, d) for lab, d in land if d is not None and d["dims"] == 2]
+    if land:
+        md += ["The interactive 2-D landscapes are in `report.html`.", ""]
+    head_md = list(md)
+    tail_md = ["## Detailed tables", ""] + [t.markdown() for t in tables]
+    if fig["skipped"]:
+        tail_md += ["## Not shown", ""] + [f"- {k}: {v}" for k, v in fig["skipped"].items()] + [""]
+    plotly_js, plotly_div = "", ""
     if land:
         try:
             from plotly.offline import get_plotlyjs
 
-            div = landscape_plotly_html(land, title="2-D loss landscapes (drag to rotate)")
+            plotly_div = landscape_plotly_html(land, title="2-D loss landscapes (drag to rotate)")
             plotly_js = f'<script type="text/javascript">{get_plotlyjs()}</script>'
-            body.append("<h2>Interactive loss landscapes</h2>" + div)
         except ImportError:
             notes.append("plotly is not installed: the interactive landscapes are left out of report.html")
-    body.append("<h2>Detailed tables</h2>")
-    for t in tables:
-        body.append(f"<h3>{html.escape(t.title)}</h3>" + _html_table(t.headers, t.rows)
-                    + (f'<p class="note">{html.escape(t.note)}</p>' if t.note else ""))
-    if fig["skipped"]:
-        body.append("<h2>Not shown</h2><ul>" + "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>"
-                                                        for k, v in fig["skipped"].items()) + "</ul>")
     if notes:
-        body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+        tail_md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    atomic_write_text(out / "report.md", "\n".join(head_md + tail_md))
+
+    # ---- csv / tex
+    atomic_write_text(out / "summary.csv", summary_csv(cols, summ))
+    caption = "Summary of the flatkit measures per arm (lower is better where marked)."
+    if any(row.get("quality_metric") == "SW2" for row in summ):
+        caption += " † sliced Wasserstein-2 distance to the data on pixels (weight-free, not FID)."
+    atomic_write_text(out / "summary.tex", summary_tex(cols, summ, trows, caption=caption))
+
+    # ---- html (self-contained: the markdown rendered, figures as data URIs, plotly inlined)
+    def image(src: str) -> str:
+        p = out / src
+        return f"data:image/png;base64,{_img_b64(p)}" if p.is_file() else src
+
+    body = to_html("\n".join(head_md), image)
+    if plotly_div:
+        body += "\n<h2>Interactive loss landscapes</h2>\n" + plotly_div
+    body += "\n" + to_html("\n".join(tail_md), image)
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{CSS}</style>{plotly_js}</head><body>{''.join(body)}</body></html>\n")
+            f"<style>{CSS}</style>{plotly_js}</head><body>\n{body}\n</body></html>\n")
     atomic_write_text(out / "report.html", page)
 
     # ---- json
@@ -314,7 +315,8 @@ def write_report(rows: Sequence[tuple[str | None, str | Path]] | Sequence[str | 
                         "prior_point": list(prior_point) if prior_point else None, "quant_bits": list(quant_bits)}}
     atomic_write_text(out / "report.json", json.dumps(jsonable(doc), indent=2, allow_nan=False) + "\n")
     return Report(out_dir=out, markdown=out / "report.md", html=out / "report.html", json=out / "report.json",
-                  figures_dir=figdir, columns=cols, rows=summ, notes=notes)
+                  figures_dir=figdir, columns=cols, rows=summ, notes=notes, csv=out / "summary.csv",
+                  tex=out / "summary.tex")
 
 
 __all__ = ["Report", "write_report", "summary"]

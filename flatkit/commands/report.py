@@ -1,0 +1,78 @@
+"""``flatkit report DIR... --out DIR``: the report of result folders (no compute).
+
+Each DIR is a result folder of any analysis command (one checkpoint, or several with ``--compare``: one row per
+model) or a ``flatkit demo`` folder (its ``results/*``). Writes ``report.md``, a self-contained ``report.html``,
+``report.json``, ``summary.csv``, ``summary.tex`` (LaTeX booktabs) and ``figures/`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from flatkit.errors import UsageError
+
+REPORT_FILES = ("report.md", "report.html", "report.json", "summary.csv", "summary.tex")
+
+
+def parse_labels(values: tuple[str, ...], dirs: tuple[str, ...]) -> dict[str, str]:
+    """``--label DIR=NAME`` (repeatable); DIR must be one of the DIRs (as given, or the same folder)."""
+    known = {str(Path(d).resolve()): d for d in dirs}
+    out: dict[str, str] = {}
+    for v in values:
+        if "=" not in v:
+            raise UsageError(f"--label {v}: expected DIR=NAME")
+        d, name = v.rsplit("=", 1)
+        if not name.strip():
+            raise UsageError(f"--label {v}: empty NAME")
+        if d not in dirs and str(Path(d).resolve()) not in known:
+            raise UsageError(f"--label {v}: {d} is not one of the DIRs")
+        out[known.get(str(Path(d).resolve()), d)] = name.strip()
+    return out
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an --out that is a file, or that holds a report already (unless --overwrite)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    held = [f for f in REPORT_FILES if (out / f).exists()]
+    if held and not overwrite:
+        raise UsageError(f"--out {out}: holds a report already ({held[0]}); pass --overwrite or another --out")
+
+
+@click.command("report")
+@click.argument("dirs", metavar="DIR...", nargs=-1, required=True)
+@click.option("--out", metavar="DIR", required=True, help="Output folder of the report.")
+@click.option("--overwrite", is_flag=True, help="Replace a report already in --out.")
+@click.option("--title", metavar="TEXT", default="flatkit report", show_default=True, help="Report title.")
+@click.option("--label", "label", metavar="DIR=NAME", multiple=True,
+              help="Arm label of a DIR (repeatable), instead of the one derived from its checkpoint's training "
+                   "configuration and weights (e.g. --label runs/a=+SAM+EMA).")
+@click.option("--landscape-radius", metavar="R", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Radius r of the landscape flatness number  [default: the largest disc inside the grid]")
+@click.option("--perturb-radius", metavar="R", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Radius at which the summary reads ΔL under perturbation  [default: the largest radius every "
+                   "perturb result evaluated]")
+def command(dirs: tuple[str, ...], out: str, overwrite: bool, title: str, label: tuple[str, ...],
+            landscape_radius: float | None, perturb_radius: float | None) -> None:
+    """Write report.md, report.html, report.json, summary.csv and summary.tex from the result files in DIR...
+
+    A DIR is an analysis's --out folder (hessian, sharpness, perturb, landscape, exposure, prior, quantize,
+    sample, fid results, in any mix) or a flatkit demo folder. Nothing is recomputed. L(θ) on the evaluation bank
+    is shown beside the flatness numbers.
+    """
+    from flatkit.report.collect import expand_dirs
+    from flatkit.report.writer import write_report
+
+    labels = parse_labels(label, dirs)
+    outdir = Path(out)
+    check_out(outdir, overwrite)
+    for d in dirs:  # every DIR must hold a result (one line naming the first that does not)
+        expand_dirs(d)
+    rep = write_report([(labels.get(d), d) for d in dirs], outdir, title=title,
+                       landscape_radius=landscape_radius, perturb_radius=perturb_radius)
+    for p in (rep.markdown, rep.html, rep.json, rep.csv, rep.tex):
+        click.echo(f"wrote {p}")
+    for n in rep.notes:
+        click.echo(f"note: {n}", err=True)
