@@ -1,8 +1,9 @@
-"""The ``flatkit`` command line: a thin click layer over the Python API (DESIGN.md, "Interface").
+"""The ``flatkit`` command line: a thin click layer over the Python API.
 
 Each subcommand lives in ``flatkit/commands/<name>.py`` and exposes a click command named ``command``; this module
 only lists them (one explicit registry) and turns flatkit's exceptions into one line and an exit code:
-0 success, 1 failure while running, 2 bad usage or bad input.
+0 success, 1 failure while running, 2 bad usage or bad input. A message from the library that starts with a
+settings parameter (``n_eval 0: ...``) is shown with the option's name (``--n-eval 0: ...``).
 """
 
 from __future__ import annotations
@@ -15,37 +16,23 @@ import click
 from flatkit import __version__
 from flatkit.errors import FlatkitError
 
-# name -> (one-line help, issue that builds it)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("Train a DDPM (plain, SAM/ASAM, EMA, SWA, input perturbation).",
-              "the trainer issue"),
-    "info": ("Describe a checkpoint: architecture, parameters, weights, diffusion, data, step.",
-             "the foundation issue"),
-    "sample": ("Draw samples (DDPM / DDIM, respaced steps) from a checkpoint.", "the robustness issue"),
-    "hessian": ("Hessian top eigenvalues, trace and spectral density of the diffusion loss.", "the curvature issue"),
-    "sharpness": ("Keskar / L2 / average / adaptive sharpness.", "the landscape issue"),
-    "perturb": ("Loss under random and worst-case weight perturbation.", "the landscape issue"),
-    "landscape": ("1-D / 2-D loss-landscape slices with figures.", "the landscape issue"),
-    "prior": ("Robustness to a perturbed noise prior.", "the robustness issue"),
-    "exposure": ("Exposure bias: the norm of predicted noise along the sampling chain.", "the robustness issue"),
-    "quantize": ("Weight quantization: loss change, sample drift, distribution distance.", "the robustness issue"),
-    "fid": ("FID / KID of samples against a reference, with a user-supplied detector.", "the robustness issue"),
-    "figures": ("Rebuild the paper's figures and tables from result files.", "the demo issue"),
-    "demo": ("Train small models and write a flatness report (the paper in a box).", "the demo issue"),
-    "report": ("Write report.md / .html / .json, summary.csv and summary.tex from result folders.", "issue 12"),
+# name -> one-line help (the registry of subcommands, in the order --help lists them)
+COMMANDS: dict[str, str] = {
+    "train": "Train a DDPM (plain, SAM/ASAM, EMA, SWA, input perturbation).",
+    "info": "Describe a checkpoint: architecture, parameters, weights, diffusion, data, step.",
+    "sample": "Draw samples (DDPM / DDIM, respaced steps) from a checkpoint.",
+    "hessian": "Hessian top eigenvalues, trace and spectral density of the diffusion loss.",
+    "sharpness": "Keskar / L2 / average / adaptive sharpness.",
+    "perturb": "Loss under random and worst-case weight perturbation.",
+    "landscape": "1-D / 2-D loss-landscape slices with figures.",
+    "prior": "Robustness to a perturbed noise prior.",
+    "exposure": "Exposure bias: the norm of predicted noise along the sampling chain.",
+    "quantize": "Weight quantization: loss change, sample drift, distribution distance.",
+    "fid": "FID / KID of samples against a reference, with a user-supplied detector.",
+    "figures": "Rebuild the paper's figures and tables from result files.",
+    "report": "Write report.md / report.html / summary.csv / summary.tex from result folders.",
+    "demo": "Train small models and write a flatness report (the paper in a box).",
 }
-
-
-def _not_landed(name: str, issue: str) -> click.Command:
-    @click.command(name=name, help=COMMANDS[name][0] + " (not available yet)",
-                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                                     "help_option_names": []})
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def stub(args: tuple) -> None:
-        click.echo(f"flatkit {name}: not available yet ({issue} has not landed)", err=True)
-        sys.exit(1)
-
-    return stub
 
 
 class FlatkitGroup(click.Group):
@@ -57,32 +44,30 @@ class FlatkitGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
-        modname = f"flatkit.commands.{name}"
-        try:
-            mod = importlib.import_module(modname)
-        except ModuleNotFoundError as e:
-            if e.name == modname:
-                return _not_landed(name, COMMANDS[name][1])
-            raise
-        cmd = mod.command
+        cmd = importlib.import_module(f"flatkit.commands.{name}").command
         if cmd.help is None:
-            cmd.help = COMMANDS[name][0]
+            cmd.help = COMMANDS[name]
         return cmd
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, help_) for name, (help_, _) in COMMANDS.items()]
+        rows = list(COMMANDS.items())
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context):
+        from flatkit import context
+
         debug = bool(ctx.params.get("debug"))
+        context.COMMAND_LINE = ["flatkit", *sys.argv[1:]]
         try:
             return super().invoke(ctx)
         except FlatkitError as e:
             if debug:
                 raise
+            from flatkit.commands._common import option_message
+
             name = ctx.invoked_subcommand or "flatkit"
-            click.echo(f"flatkit {name}: error: {e}", err=True)
+            click.echo(f"flatkit {name}: error: {option_message(str(e))}", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("flatkit: interrupted (progress so far is saved where the command supports resuming)",

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from flatkit import __version__
+from flatkit import __version__, context
 from flatkit.errors import UsageError
 
 
@@ -110,10 +110,6 @@ def git_commit() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
-#: the command line of the running ``flatkit`` command (set by the CLI; None for API calls)
-COMMAND_LINE: list[str] | None = None
-
-
 def checkpoint_meta(run: Any, label: str | None = None) -> dict:
     """What a result records of one analysed model: label, checkpoint path and sha256, weights, training step."""
     return {
@@ -138,7 +134,7 @@ def make_meta(config: Any = None, run: Any = None, device: Any = None, wall_time
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command_line": list(COMMAND_LINE) if COMMAND_LINE is not None else None,
+        "command_line": list(context.COMMAND_LINE) if context.COMMAND_LINE is not None else None,
     }
     if config is not None:
         meta["config"] = jsonable(config.to_dict() if hasattr(config, "to_dict") else config)
