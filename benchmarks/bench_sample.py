@@ -85,7 +85,7 @@ def main() -> None:
     rows = {}
     with torch.no_grad():
         for sampler in ("ddim", "ddpm"):
-            cfg = SamplerConfig(n=args.n, steps=args.steps, sampler=sampler, seed=0, batch_size=args.n)
+            cfg = SamplerConfig(n=args.n, sampling_steps=args.steps, sampler=sampler, seed=0, batch_size=args.n)
             sp = respaced(diffusion, cfg)
             t_flat = _time(lambda sp=sp, cfg=cfg: draw_samples(model, sp, cfg, shape, device=device), device,
                            args.repeats)

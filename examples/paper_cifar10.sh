@@ -110,7 +110,7 @@ analyse_arm() {  # $1: RUN:WEIGHTS
   local c=$OUT/train/$run/ckpt.pt r=$OUT/results/$run-$w
   local a=(--weights "$w" --device "$DEVICE" --out "$r")
   local bank=(--n-eval "$NEVAL" --batch-size "$EVAL_BATCH")
-  local samp=(--num-samples "$N" --steps "$ROBUST_STEPS" --no-progress)
+  local samp=(--n "$N" --sampling-steps "$ROBUST_STEPS" --no-progress)
   mkdir -p "$r"
   # flatness
   fk hessian "$c" "${a[@]}" "${bank[@]}" --top-k "$TOPK" --tol 1e-2 --trace --trace-rtol 0.05 \
@@ -128,7 +128,7 @@ analyse_arm() {  # $1: RUN:WEIGHTS
   # shellcheck disable=SC2206
   fid_extra+=($FID_ARGS)
   for t in $TPRIME; do
-    fk sample "$c" --weights "$w" --device "$DEVICE" --num-samples "$FID_N" --steps "$t" --sampler "$SAMPLER" \
+    fk sample "$c" --weights "$w" --device "$DEVICE" --num-samples "$FID_N" --sampling-steps "$t" --sampler "$SAMPLER" \
       --batch-size "$SAMPLE_BATCH" --no-progress --out "$r/t$t"
     flatkit fid "$r/t$t/samples.npz" "$REF" "${fid_extra[@]}" --device "$DEVICE" --no-progress --out "$r/t$t"
   done

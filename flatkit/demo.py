@@ -7,7 +7,8 @@
 2. measure: for each arm and weights choice, the flatness (top Hessian eigenvalues and trace, Keskar
    ε-sharpness, a 2-D loss landscape, loss under weight perturbation) and what it buys (prior perturbation,
    exposure bias, 8-bit / 4-bit quantization, and a weight-free sample-quality number from the quantization
-   run's full-precision samples), each with the same ``flatkit`` command a user would type;
+   run's full-precision samples), each by the library call a user would make (``flatkit.load``,
+   :class:`~flatkit.objective.Objective`, ``flatkit.hessian`` … with a settings object), saved as its result;
 3. report: ``report.md`` and ``report.html`` from the result files (:mod:`flatkit.report`).
 
 Work is spread over ``workers`` processes (one torch thread each on a small CPU: on a 2-core machine two
@@ -24,7 +25,7 @@ import io
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ ARMS: list[tuple[str, str, str]] = [
 ]
 
 #: what each training run adds to the plain recipe (SAM's ρ ramps up over 300 steps, the tiny preset's default)
-TRAIN_ARGS: dict[str, list[str]] = {"plain": [], "sam": ["--sam-rho", "0.5"], "ip": ["--ip-gamma", "0.1"]}
+TRAIN_ARGS: dict[str, dict[str, float]] = {"plain": {}, "sam": {"sam_rho": 0.5}, "ip": {"ip_gamma": 0.1}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,10 +59,12 @@ class Budget:
     n_samples: int  # samples of the prior / exposure / quantization measures
     sample_steps: int  # T' of those samples (DDIM for prior and quantization, DDPM for exposure)
 
-    def train_args(self) -> list[str]:
-        return ["--data", DATA, "--preset", "tiny", "--steps", str(self.steps), "--ema", str(self.ema),
-                "--swa-start", str(self.steps // 3 + 1), "--save-every", "100", "--log-every", "25",
-                "--samples", "16", "--quiet"]
+    def train_config(self, arm: str, device: str = "auto") -> Any:
+        """The :class:`~flatkit.train.trainer.TrainConfig` of one training run of this budget."""
+        from flatkit.train.trainer import TrainConfig
+
+        return TrainConfig(data=DATA, preset="tiny", steps=self.steps, ema=[self.ema], swa_start=self.steps // 3 + 1,
+                           save_every=100, log_every=25, sample_count=16, device=device, **TRAIN_ARGS[arm])
 
 
 BUDGETS: dict[str, Budget] = {
@@ -77,32 +80,46 @@ BUDGETS: dict[str, Budget] = {
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """One ``flatkit`` command line; ``name`` is the result it writes (``<out>/<name>.json``)."""
+    """One step of the demo run in a worker: a training (``name`` "train", ``config`` a TrainConfig) or an
+    analysis ``name`` of ``ckpt`` under ``weights`` with its settings object, saved as ``<out>/<name>.json``."""
 
     label: str
     name: str
-    args: list[str]
     out: str
+    settings: Any = None  # the analysis's settings (flatkit.settings), or the TrainConfig of a training
     ckpt: str | None = None  # the checkpoint whose bytes the result must match to be reused
+    weights: str = "raw"
     steps: int = 0  # training tasks: the step count to reach
+    resume: bool = False  # training: continue from ckpt.pt; landscape: continue a partial grid
+    overwrite: bool = False
+    device: str = "auto"
 
 
-def measure_tasks(budget: Budget, ckpt: str, weights: str, out: str, label: str) -> list[Task]:
-    """The demo's measures of one arm as ``flatkit`` command lines (the same a user would type)."""
+def measure_settings(budget: Budget) -> dict[str, Any]:
+    """The demo's measures as settings objects (analysis name -> settings), the same for every arm."""
+    from flatkit import settings as S
+
     b = budget
-    common = [ckpt, "--weights", weights, "--data", DATA, "--out", out]
-    ns = ["--n", str(b.n_samples), "--steps", str(b.sample_steps), "--no-progress"]
-    cmds = {
-        "hessian": ["hessian", *common, "--n-eval", str(b.n_eval), "--top-k", str(b.top_k), "--tol", "1e-2",
-                    "--trace", "--trace-rtol", "0.05", "--trace-max-hvps", str(b.trace_hvps)],
-        "sharpness": ["sharpness", *common, "--n-eval", str(b.n_eval), "--kind", "keskar"],
-        "landscape": ["landscape", *common, "--n-eval", str(b.n_eval), "--points", str(b.points), "--resume"],
-        "perturb": ["perturb", *common, "--n-eval", str(b.n_eval), "--k", str(b.perturb_k)],
-        "prior": ["prior", *common, *ns, "--scale", "1,1.2", "--n-eval", str(b.n_eval)],
-        "exposure": ["exposure", *common, *ns],
-        "quantize": ["quantize", *common, *ns, "--bits", "8,4", "--n-eval", str(b.n_eval)],
+    bank = dict(data=DATA, n_eval=b.n_eval)
+    samp = dict(data=DATA, n=b.n_samples, sampling_steps=b.sample_steps)
+    return {
+        "hessian": S.HessianSettings(**bank, top_k=b.top_k, tol=1e-2, trace=True, trace_rtol=0.05,
+                                     trace_max_hvps=b.trace_hvps),
+        "sharpness": S.SharpnessSettings(**bank, kind="keskar", ascent_steps=10),
+        "landscape": S.LandscapeSettings(**bank, points=b.points),
+        "perturb": S.PerturbSettings(**bank, n_directions=b.perturb_k),
+        "prior": S.PriorSettings(**samp, sampler="ddim", scales=(1.0, 1.2), n_eval=b.n_eval),
+        "exposure": S.ExposureSettings(**samp, sampler="ddpm"),
+        "quantize": S.QuantizeSettings(**samp, sampler="ddim", bits=(8, 4), n_eval=b.n_eval),
     }
-    return [Task(label=label, name=k, args=v, out=out, ckpt=ckpt) for k, v in cmds.items()]
+
+
+def measure_tasks(budget: Budget, ckpt: str, weights: str, out: str, label: str,
+                  device: str = "auto") -> list[Task]:
+    """The demo's measures of one arm (the library calls a user would make, one result each)."""
+    return [Task(label=label, name=k, out=out, settings=s, ckpt=ckpt, weights=weights, device=device,
+                 resume=k == "landscape" and (Path(out) / "landscape.json").is_file())
+            for k, s in measure_settings(budget).items()]
 
 
 # ------------------------------------------------------------------------------------------------ resume
@@ -116,26 +133,25 @@ def _json(path: Path) -> dict | None:
 
 def result_done(task: Task) -> bool:
     """Whether ``task``'s result exists, is complete and was computed from the current checkpoint bytes."""
+    from flatkit.report.collect import load_result
     from flatkit.results import file_sha256
 
-    res = _json(Path(task.out) / f"{task.name}.json")
-    if res is None:
+    if not (Path(task.out) / f"{task.name}.json").is_file():
         return False
-    if "done" in res and isinstance(res.get("done"), bool) and not res["done"]:
+    try:
+        res = load_result(task.out, task.name)
+    except FlatkitError:
         return False
-    meta = res.get("meta", {})
+    meta = res.meta or {}
     if task.ckpt is not None:
-        sha = meta.get("checkpoint_sha256")
-        if sha is not None and sha != file_sha256(task.ckpt):
+        sha = meta.get("checkpoint_sha256") or next((c.get("checkpoint_sha256") for c in meta.get("checkpoints")
+                                                     or [] if isinstance(c, dict)), None)
+        if sha is None or sha != file_sha256(task.ckpt):
             return False
-    if task.name == "landscape":  # a partial grid marks the points still to compute in landscape.npz
+    if task.name == "landscape":  # a partial grid marks the points still to compute
         import numpy as np
 
-        try:
-            with np.load(Path(task.out) / "landscape.npz") as z:
-                return bool(z["done"].all())
-        except (OSError, KeyError, ValueError):
-            return False
+        return bool(np.asarray(res.done, dtype=bool).all()) if np.size(res.done) else False
     return True
 
 
@@ -157,35 +173,74 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(max(1, threads))
 
 
-def run_flatkit(args: Sequence[str], log: str | os.PathLike) -> tuple[int, str]:
-    """Run ``flatkit ARGS`` in this process, its output appended to ``log``; returns (exit code, last line)."""
-    from flatkit.cli import main
+def _device(device: str) -> Any:
+    import torch
 
-    buf = io.StringIO()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu") if device in (None, "auto") else device
+
+
+def run_task(task: Task) -> Any:
+    """Run one task through the Python API: train, or load the checkpoint, measure and save the result."""
+    import flatkit
+    from flatkit.results import make_meta
+
+    if task.name == "train":
+        from flatkit.train.trainer import train
+
+        return train(task.settings, task.out, resume=task.resume, overwrite=task.overwrite, progress=False)
+    from flatkit.analyses.robustness import exposure, prior, quantize
+
+    dev = _device(task.device)
+    run = flatkit.load(task.ckpt, weights=task.weights, device=dev)
+    s = task.settings
     t0 = time.perf_counter()
+    labels = [task.label]
+    if task.name in ("prior", "exposure", "quantize"):
+        fn = {"prior": prior.prior, "exposure": exposure.exposure, "quantize": quantize.quantize}[task.name]
+        res = fn(run, labels=labels, settings=s, device=dev)
+    else:
+        from flatkit.analyses.hessian import hessian
+
+        obj = flatkit.Objective(run, data=s.data, n=s.n_eval, seed=s.seed, loss=s.loss, batch_size=s.batch_size)
+        if task.name == "landscape":
+            res = flatkit.landscape(obj, labels=labels, settings=s, out=task.out, resume=task.resume)
+        else:
+            fn = {"hessian": hessian, "sharpness": flatkit.sharpness, "perturb": flatkit.perturb}[task.name]
+            res = fn(obj, labels=labels, settings=s)
+    own = dict(res.meta or {})
+    res.meta = make_meta(config=s, runs=[run], labels=labels, device=dev, wall_time_s=time.perf_counter() - t0)
+    res.meta.update(own)
+    res.save(task.out)
+    return res
+
+
+def _describe(task: Task) -> str:
+    if task.name == "train":
+        return f"flatkit.train.trainer.train({task.settings!r}, {task.out!r}, resume={task.resume})"
+    return f"flatkit {task.name}({task.ckpt!r}, weights={task.weights!r}, settings={task.settings!r})"
+
+
+def _execute(task: Task) -> tuple[Task, int, str, float]:
+    """Run ``task`` in this process, its output appended to ``<out>/log.txt``; (task, exit code, last line, s)."""
+    t0 = time.perf_counter()
+    Path(task.out).mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    code = 0
     with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
         try:
-            code = main.main(args=list(args), prog_name="flatkit", standalone_mode=False)
-        except SystemExit as e:  # click exits through SystemExit in a few paths
-            code = e.code if isinstance(e.code, int) else 1
+            run_task(task)
         except Exception as e:  # noqa: BLE001 - reported as one line by the parent, the log keeps the rest
             import traceback
 
             traceback.print_exc()
             buf.write(f"flatkit: error: {type(e).__name__}: {e}\n")
-            code = 1
+            code = e.exit_code if isinstance(e, FlatkitError) else 1
     text = buf.getvalue()
-    with open(log, "a") as f:
-        f.write(f"$ flatkit {' '.join(args)}\n{text}[exit {code or 0}, {time.perf_counter() - t0:.1f} s]\n\n")
+    dt = time.perf_counter() - t0
+    with open(Path(task.out) / "log.txt", "a") as f:
+        f.write(f"$ {_describe(task)}\n{text}[exit {code}, {dt:.1f} s]\n\n")
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    return int(code or 0), (lines[-1] if lines else "")
-
-
-def _execute(task: Task) -> tuple[Task, int, str, float]:
-    t0 = time.perf_counter()
-    Path(task.out).mkdir(parents=True, exist_ok=True)
-    code, last = run_flatkit(task.args, Path(task.out) / "log.txt")
-    return task, code, last, time.perf_counter() - t0
+    return task, code, (lines[-1] if lines else ""), dt
 
 
 def _pool_map(tasks: list[Task], workers: int, on_done: Callable[[Task, int, str, float], None],
@@ -281,12 +336,10 @@ def demo(out: str | os.PathLike = "runs/demo", budget: str = "fast", workers: in
         step = trained_step(rd)
         if step >= b.steps:
             continue
-        args = ["train", *b.train_args(), *TRAIN_ARGS[arm], "--out", str(rd), "--device", device]
-        if step > 0 or (rd / "ckpt.pt").exists():
-            args.append("--resume")
-        elif rd.exists() and any(rd.iterdir()):  # a training killed before its first checkpoint
-            args.append("--overwrite")
-        todo.append(Task(label=arm, name="train", args=args, out=str(rd), steps=b.steps))
+        resume = step > 0 or (rd / "ckpt.pt").exists()
+        overwrite = not resume and rd.exists() and any(rd.iterdir())  # killed before its first checkpoint
+        todo.append(Task(label=arm, name="train", out=str(rd), settings=b.train_config(arm, device), steps=b.steps,
+                         resume=resume, overwrite=overwrite))
     if todo:
         say.stage(f"training {len(todo)} model(s) ({', '.join(t.label for t in todo)}; {b.steps} steps each, "
                   f"{workers} worker(s))", total=len(todo) * b.steps, unit="step")
@@ -310,7 +363,7 @@ def demo(out: str | os.PathLike = "runs/demo", budget: str = "fast", workers: in
         ck = str(train_dir / arm / "ckpt.pt")
         rdir = out / "results" / f"{arm}-{weights}"
         rows.append((label, rdir))
-        tasks += [t for t in measure_tasks(b, ck, weights, str(rdir), label) if not result_done(t)]
+        tasks += [t for t in measure_tasks(b, ck, weights, str(rdir), label, device) if not result_done(t)]
     if tasks:
         say.stage(f"measuring {len({t.label for t in tasks})} arm(s): {len(tasks)} analyses, "
                   f"{workers} worker(s)", total=len(tasks), unit="analysis")

@@ -123,7 +123,8 @@ def test_ddim_sample_equals_diffusers_ddim_loop(layout, steps, clip, unet_dir, p
 
     path = unet_dir if layout == "model" else pipeline_dir
     run = flatkit.load(path)
-    cfg = SamplerConfig(n=2, sampling_steps=steps, sampler="ddim", ddim_eta=0.0, seed=0, batch_size=2, clip=clip)
+    cfg = SamplerConfig(n=2, sampling_steps=steps, sampler="ddim", ddim_eta=0.0, seed=0, batch_size=2,
+                        clip=clip)
     diffusion = respaced(run.diffusion, cfg)
     ours = draw_samples(run.model, diffusion, cfg, (3, 16, 16))
 

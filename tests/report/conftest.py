@@ -13,13 +13,12 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from flatkit.cli import main
 
 EVAL = ["--n-eval", "4", "--batch-size", "8", "--device", "cpu"]
-SAMP = ["--n", "4", "--steps", "3", "--no-progress", "--device", "cpu"]
+SAMP = ["--n", "4", "--sampling-steps", "3", "--no-progress", "--device", "cpu"]
 
 
 def cli(*args) -> None:
@@ -32,9 +31,9 @@ def analyses(ckpt: Path, weights: str, out: Path, which: tuple[str, ...]) -> Pat
     if "hessian" in which:
         cli("hessian", *a, "--top-k", "1", "--trace", "--max-iter", "4", "--trace-max-hvps", "4", *EVAL)
     if "sharpness" in which:
-        cli("sharpness", *a, "--steps", "1", "--restarts", "1", *EVAL)
+        cli("sharpness", *a, "--ascent-steps", "1", "--restarts", "1", *EVAL)
     if "perturb" in which:
-        cli("perturb", *a, "--radii", "0,0.05,0.1", "--k", "2", "--worst-steps", "1", *EVAL)
+        cli("perturb", *a, "--radii", "0,0.05,0.1", "--n-directions", "2", "--worst-steps", "1", *EVAL)
     if "landscape" in which:
         cli("landscape", *a, "--points", "5", *EVAL)
     if "exposure" in which:
@@ -46,7 +45,7 @@ def analyses(ckpt: Path, weights: str, out: Path, which: tuple[str, ...]) -> Pat
         cli("quantize", *a, *SAMP, "--bits", "8,4", "--n-ref", "8", "--n-eval", "4")
     if "fid" in which:
         cli("sample", ckpt, "--weights", weights, "--out", out, *SAMP)
-        cli("fid", out / "samples.npz", DATA, "--n-ref", "8", "--device", "cpu", "--no-progress",
+        cli("fid", out / "samples.npz", DATA, "--max-ref", "8", "--device", "cpu", "--no-progress",
             "--out", out)
     return out
 
@@ -54,36 +53,26 @@ def analyses(ckpt: Path, weights: str, out: Path, which: tuple[str, ...]) -> Pat
 DATA = "builtin:shapes16?n=64"
 
 
-def micro_checkpoint(path: Path, seed: int, **train: object) -> Path:
+def micro_checkpoint(make_ckpt, path: Path, seed: int, **train: object) -> Path:
     """A checkpoint as the trainer writes it (raw + EMA weights, ``train.config``), but untrained and small."""
-    from flatkit.checkpoint import make_checkpoint, save_checkpoint
-    from flatkit.config import RunConfig
-    from flatkit.models.presets import build_model, get_preset
     from flatkit.train.trainer import TrainConfig
 
-    m, d = get_preset("tiny")
-    m = dataclasses.replace(m, attention_resolutions="", channel_mult="1")
-    g = torch.Generator().manual_seed(seed)
-    raw = {k: v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
-           for k, v in build_model(m, seed=seed).state_dict().items()}
-    ema = {k: v + 0.01 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v for k, v in raw.items()}
     cfg = TrainConfig(data=DATA, steps=3, ema=[0.9], **train)
-    ck = make_checkpoint(RunConfig(model=m, diffusion=d, data=DATA), {"raw": raw, "ema_0.9": ema}, step=3,
-                         ema_rates=[0.9], train={"config": dataclasses.asdict(cfg)})
-    save_checkpoint(ck, path)
-    return path
+    return make_ckpt(path, "tiny", model={"attention_resolutions": "", "channel_mult": "1"}, seed=seed, noise=0.05,
+                     data=DATA, others={"ema_0.9": 0.01}, step=3, ema_rates=[0.9],
+                     train={"config": dataclasses.asdict(cfg)})
 
 
 ALL = ("hessian", "sharpness", "perturb", "landscape", "exposure", "prior", "quantize")
 
 
 @pytest.fixture(scope="session")
-def result_dirs(tmp_path_factory) -> dict[str, Path]:
+def result_dirs(tmp_path_factory, make_ckpt) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("report")
     (root / "plain").mkdir()
     (root / "sam").mkdir()
-    plain = micro_checkpoint(root / "plain" / "ckpt.pt", 0)
-    sam = micro_checkpoint(root / "sam" / "ckpt.pt", 1, sam_rho=0.5)
+    plain = micro_checkpoint(make_ckpt, root / "plain" / "ckpt.pt", 0)
+    sam = micro_checkpoint(make_ckpt, root / "sam" / "ckpt.pt", 1, sam_rho=0.5)
     return {
         "ADM": analyses(plain, "raw", root / "res" / "plain-raw", (*ALL, "fid")),
         "+EMA": analyses(plain, "ema", root / "res" / "plain-ema", ("hessian", "perturb", "exposure", "quantize")),
