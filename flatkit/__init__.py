@@ -27,6 +27,8 @@ _API = {
     "create_diffusion": "flatkit.diffusion",
     "build_model": "flatkit.models.presets",
     "Objective": "flatkit.objective",
+    "hessian": "flatkit.analyses.hessian",
+    "HessianResult": "flatkit.analyses.hessian",
     "top_eigenvalues": "flatkit.curvature",
     "hessian_trace": "flatkit.curvature",
     "spectral_density": "flatkit.curvature",

@@ -54,11 +54,15 @@ class FlatkitGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
-    def invoke(self, ctx: click.Context):
+    def main(self, args=None, *a, **kw):  # type: ignore[override]
+        """Record the command line (for every result's meta) before running."""
         from flatkit import context
 
+        context.COMMAND_LINE = ["flatkit", *(sys.argv[1:] if args is None else [str(x) for x in args])]
+        return super().main(args, *a, **kw)
+
+    def invoke(self, ctx: click.Context):
         debug = bool(ctx.params.get("debug"))
-        context.COMMAND_LINE = ["flatkit", *sys.argv[1:]]
         try:
             return super().invoke(ctx)
         except FlatkitError as e:
