@@ -5,11 +5,14 @@ For K random Gaussian directions d_k (one draw, normalised to each model's own w
 mean and spread of ΔL over k, and for the worst case the normalised-gradient (SAM) direction
 (Foret et al. 2021, eq. 2: ε̂ = ρ ∇L / ‖∇L‖), refined by a few steps of normalised gradient ascent on the sphere
 of radius r (d ← N(∇L(θ + r·d)); at a minimum of a quadratic this is power iteration and reaches
-ΔL = ½ r² λ_max). The radius convention is an option, recorded in the result:
+ΔL = ½ r² λ_max). The radius convention ``norm`` is a setting, recorded in the result (see
+:func:`flatkit.analyses.directions.normalize_direction`):
 
-- ``relative="filter"``: d filter-normalised (Li et al. 2018), r is relative to each filter's norm;
-- ``relative="norm"``: ‖d‖ = ‖θ‖, r is relative to the whole weight norm;
-- ``relative="none"``: ‖d‖ = 1, r is an absolute L2 radius (SAM's ρ).
+- ``norm="filter"``: d filter-normalised (Li et al. 2018), r is relative to each filter's norm;
+- ``norm="layer"``: each tensor of d has its weight tensor's norm;
+- ``norm="model"``: ‖d‖ = ‖θ‖, r is relative to the whole weight norm;
+- ``norm="unit"``: ‖d‖ = 1, r is an absolute L2 radius (SAM's ρ);
+- ``norm="none"``: d as drawn.
 """
 
 from __future__ import annotations
@@ -24,56 +27,52 @@ import numpy as np
 import torch
 
 from flatkit import distributed as dist
-from flatkit.analyses.directions import ParamDict, gaussian_like, norm, normalize_direction, scale
-from flatkit.errors import UsageError
+from flatkit.analyses.directions import ParamDict, gaussian_like, normalize_direction
+from flatkit.analyses.directions import norm as _l2
 from flatkit.analyses.landscape.evaluate import calibrate, check_mode, evaluate_block, loss_and_gradient, loss_float64
-from flatkit.results import Result
-
-RELATIVE = ("filter", "norm", "none")
+from flatkit.errors import UsageError
+from flatkit.results import Result, make_meta
+from flatkit.settings import PerturbSettings, make
 
 
 @dataclass
 class PerturbResult(Result):
-    """ΔL against radius; arrays indexed [model, ...]."""
+    """ΔL against radius for one or several models (``labels[m]``); arrays indexed [model, ...]."""
 
     name = "perturb"
     radii: np.ndarray = field(default_factory=lambda: np.zeros(0))
     deltas: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (M, K, R) random directions
     mean: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (M, R)
     std: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (M, R), over the K directions (ddof=1)
-    worst: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (M, R) worst-case direction, or empty
+    worst: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (M, R) worst-case direction, or (M, 0)
     loss0: list = field(default_factory=list)
     labels: list = field(default_factory=list)
-    k: int = 0
+    n_directions: int = 0
     seed: int = 0
-    relative: str = "filter"
+    norm: str = "filter"
     bias: str = "zero"
     worst_steps: int = 0
     mode: str = "sequential"
     wall_time_s: float = 0.0
     meta: dict = field(default_factory=dict)
 
-
-def normalise(v: ParamDict, theta: ParamDict, relative: str, bias: str = "zero") -> ParamDict:
-    """Scale a direction by the radius convention (see the module docstring); a zero vector stays zero."""
-    if relative == "filter":
-        return normalize_direction(v, theta, norm="filter", bias=bias)
-    n = norm(v)
-    if n == 0.0:
-        return scale(v, 0.0)
-    target = norm(theta) if relative == "norm" else 1.0
-    return scale(v, target / n)
+    @classmethod
+    def load(cls, directory: Any, name: str | None = None) -> PerturbResult:
+        res = super().load(directory, name)
+        for f in ("radii", "deltas", "mean", "std", "worst"):
+            setattr(res, f, np.asarray(getattr(res, f), dtype=np.float64))
+        return res
 
 
-def worst_case_deltas(obj: Any, theta: ParamDict, radii: np.ndarray, relative: str, bias: str, steps: int,
+def worst_case_deltas(obj: Any, theta: ParamDict, radii: np.ndarray, norm: str, bias: str, steps: int,
                       fallback: ParamDict, loss0: float, which: Sequence[int] | None = None) -> np.ndarray:
     """max over the ascent iterates of L(θ + r·d) − L(θ) per radius (d₀ = the normalised gradient at θ, or
     ``fallback`` when the gradient vanishes; then ``steps`` normalised-gradient ascent steps at θ + r·d).
 
     ``which``: compute only these radius indices (the others are left NaN); each radius is independent."""
     _, g0 = loss_and_gradient(obj, theta)
-    d0 = normalise(g0, theta, relative, bias)
-    if norm(d0) == 0.0:
+    d0 = normalize_direction(g0, theta, norm=norm, bias=bias)
+    if _l2(d0) == 0.0:
         d0 = fallback
     out = np.zeros(len(radii))
     for j, r in enumerate(radii):
@@ -92,94 +91,99 @@ def worst_case_deltas(obj: Any, theta: ParamDict, radii: np.ndarray, relative: s
             best = max(best, val - loss0) if math.isfinite(val) else float("nan")
             if not math.isfinite(val) or s == steps:
                 break
-            nd = normalise(g, theta, relative, bias)
-            if norm(nd) == 0.0:
+            nd = normalize_direction(g, theta, norm=norm, bias=bias)
+            if _l2(nd) == 0.0:
                 break
             d = nd
         out[j] = best
     return out
 
 
-def perturb(obj: Any, radii: Sequence[float] = (0.0, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1), k: int = 8,
-            seed: int = 0, relative: str = "filter", bias: str = "zero", worst_case: bool = True,
-            worst_steps: int = 5, compare: Sequence[Any] = (), labels: Sequence[str] | None = None,
-            mode: str = "auto", batch_points: int | None = None, check: bool = True) -> PerturbResult:
-    """ΔL(r) for ``k`` random directions and the worst-case direction, for ``obj`` and each of ``compare``."""
+def perturb(obj: Any, radii: Sequence[float] = (0.0, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1), norm: str = "filter",
+            bias: str = "zero", n_directions: int = 8, worst: bool = True, worst_steps: int = 3, mode: str = "auto",
+            batch_points: int | None = None, seed: int = 0, compare: Sequence[Any] = (),
+            labels: Sequence[str] | None = None, check: bool = True,
+            settings: PerturbSettings | None = None) -> PerturbResult:
+    """ΔL(r) for ``n_directions`` random directions and (``worst``) the worst-case direction, for ``obj`` and
+    each objective in ``compare`` (the same random draw, normalised to each model's weights by ``norm``).
+    ``batch_points``: radii per vmapped forward (default: all of them). ``settings``: a
+    :class:`~flatkit.settings.PerturbSettings` instead of the keywords."""
+    s = make(PerturbSettings, settings, dict(radii=radii, norm=norm, bias=bias, n_directions=n_directions,
+                                              worst=worst, worst_steps=worst_steps, mode=mode,
+                                              batch_points=batch_points, seed=seed))
     t0 = time.perf_counter()
-    if relative not in RELATIVE:
-        raise UsageError(f"--relative: {relative!r} is not one of {', '.join(RELATIVE)}")
-    if k < 1:
-        raise UsageError(f"--k {k}: need at least one random direction")
-    if worst_steps < 0:
-        raise UsageError(f"--worst-steps {worst_steps}: must be >= 0")
-    check_mode(mode)
-    r = np.asarray([float(x) for x in radii], dtype=np.float64)
-    if r.size == 0 or not np.all(np.isfinite(r)) or np.any(r < 0):
-        raise UsageError("--radii: need one or more finite radii >= 0")
+    check_mode(s.mode)
+    r = np.asarray([float(x) for x in s.radii], dtype=np.float64)
     objs = [obj, *compare]
     labels = list(labels) if labels is not None else [f"model{m}" for m in range(len(objs))]
+    if len(labels) != len(objs):
+        raise UsageError(f"labels: {len(labels)} given for {len(objs)} models")
     if check:
         for o in objs:
             if hasattr(o, "check_determinism"):
                 o.check_determinism()
     thetas = [{n: v.detach() for n, v in o.params.items()} for o in objs]
     g = torch.Generator(device="cpu")
-    g.manual_seed(int(seed))
-    raw = [gaussian_like(thetas[0], g) for _ in range(k)]
-    M = len(objs)
+    g.manual_seed(int(s.seed))
+    raw = [gaussian_like(thetas[0], g) for _ in range(s.n_directions)]
+    M, k = len(objs), s.n_directions
     deltas = np.zeros((M, k, r.size))
-    worst = np.zeros((M, r.size)) if worst_case else np.zeros((M, 0))
+    worst_d = np.zeros((M, r.size)) if s.worst else np.zeros((M, 0))
     loss0 = []
-    coeffs = r[:, None]
-    if batch_points is None:
-        batch_points = max(1, r.size)
+    batch = max(1, r.size) if s.batch_points is None else s.batch_points
+    mode = s.mode
     for m, (o, th) in enumerate(zip(objs, thetas, strict=False)):
-        dirs = [normalise({n: z[n].to(th[n].device) for n in z}, th, relative, bias) for z in raw]
+        dirs = [normalize_direction({n: z[n].to(th[n].device) for n in z}, th, norm=s.norm, bias=s.bias)
+                for z in raw]
         if mode == "auto":  # timed on rank 0 alone when several ranks share the work (torchrun)
-            mode, timing = dist.run_on_main(lambda o=o, th=th, dirs=dirs: calibrate(
-                o, th, dirs[:1], coeffs[:batch_points]))
+            mode, _ = dist.run_on_main(lambda o=o, th=th, dirs=dirs: calibrate(o, th, dirs[:1], r[:, None][:batch]))
         L0 = loss_float64(o, th)
         loss0.append(L0)
-        # several ranks: the random directions, and the worst-case radii, dealt round-robin and gathered
-        mine = {}
-        for j in dist.shard(range(k)):
-            vals = np.concatenate([evaluate_block(o, th, [dirs[j]], coeffs[s:s + batch_points], mode)
-                                   for s in range(0, r.size, batch_points)])
-            mine[j] = vals - L0
-        for part in dist.all_gather_objects(mine):
-            for j, v in part.items():
-                deltas[m, j] = v
-        if worst_case:
-            which = dist.shard([j for j in range(r.size) if r[j] != 0.0]) if dist.world() > 1 else None
-            w = worst_case_deltas(o, th, r, relative, bias, worst_steps, dirs[0], L0, which=which)
-            if which is None:
-                worst[m] = w
-            else:
-                for part in dist.all_gather_objects({j: float(w[j]) for j in which}):
-                    for j, v in part.items():
-                        worst[m, j] = v
+        deltas[m] = _random_deltas(o, th, dirs, r, batch, mode, L0)
+        if s.worst:
+            worst_d[m] = _worst_deltas(o, th, r, s, dirs[0], L0)
     mean = deltas.mean(axis=1)
     std = deltas.std(axis=1, ddof=1) if k > 1 else np.zeros_like(mean)
+    wall = time.perf_counter() - t0
     return PerturbResult(
-        radii=r, deltas=deltas, mean=mean, std=std, worst=worst, loss0=loss0, labels=labels, k=int(k),
-        seed=int(seed), relative=relative, bias=bias, worst_steps=int(worst_steps) if worst_case else 0,
-        mode=mode, wall_time_s=time.perf_counter() - t0,
-        meta={"config": {"radii": r.tolist(), "k": k, "seed": seed, "relative": relative, "bias": bias,
-                         "worst_case": worst_case, "worst_steps": worst_steps, "mode": mode},
-              "objective": [_cfg(o) for o in objs], "precision": getattr(obj, "precision", "fp32"),
-              "channels_last": bool(getattr(obj, "channels_last", False))})
+        radii=r, deltas=deltas, mean=mean, std=std, worst=worst_d, loss0=loss0, labels=labels, n_directions=int(k),
+        seed=int(s.seed), norm=s.norm, bias=s.bias, worst_steps=int(s.worst_steps) if s.worst else 0,
+        mode=mode, wall_time_s=wall,
+        meta=make_meta(config=s, wall_time_s=wall, objective=[_cfg(o) for o in objs],
+                       precision=getattr(obj, "precision", "fp32"),
+                       channels_last=bool(getattr(obj, "channels_last", False))))
+
+
+def _random_deltas(o: Any, th: ParamDict, dirs: list[ParamDict], r: np.ndarray, batch: int, mode: str,
+                   L0: float) -> np.ndarray:
+    """(K, R) ΔL along each random direction; several ranks: the directions dealt round-robin and gathered."""
+    coeffs = r[:, None]
+    out = np.zeros((len(dirs), r.size))
+    mine = {}
+    for j in dist.shard(range(len(dirs))):
+        vals = np.concatenate([evaluate_block(o, th, [dirs[j]], coeffs[s:s + batch], mode)
+                               for s in range(0, r.size, batch)])
+        mine[j] = vals - L0
+    for part in dist.all_gather_objects(mine):
+        for j, v in part.items():
+            out[j] = v
+    return out
+
+
+def _worst_deltas(o: Any, th: ParamDict, r: np.ndarray, s: PerturbSettings, fallback: ParamDict,
+                  L0: float) -> np.ndarray:
+    """(R,) worst-case ΔL; several ranks: the nonzero radii dealt round-robin and gathered."""
+    which = dist.shard([j for j in range(r.size) if r[j] != 0.0]) if dist.world() > 1 else None
+    w = worst_case_deltas(o, th, r, s.norm, s.bias, s.worst_steps, fallback, L0, which=which)
+    if which is None:
+        return w
+    out = np.zeros(r.size)
+    for part in dist.all_gather_objects({j: float(w[j]) for j in which}):
+        for j, v in part.items():
+            out[j] = v
+    return out
 
 
 def _cfg(o: Any) -> Any:
     c = getattr(o, "config", None)
     return c.to_dict() if hasattr(c, "to_dict") else c
-
-
-def load_perturb(directory: Any) -> PerturbResult:
-    """Read ``perturb.json`` + ``perturb.npz`` (for plotting)."""
-    from flatkit.analyses.landscape.core import read_result
-
-    res = read_result(PerturbResult, directory)
-    for f in ("radii", "deltas", "mean", "std", "worst"):
-        setattr(res, f, np.asarray(getattr(res, f), dtype=np.float64))
-    return res

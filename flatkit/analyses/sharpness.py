@@ -18,15 +18,17 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from flatkit.analyses.directions import ParamDict, dot
-from flatkit.errors import UsageError
 from flatkit.analyses.landscape.evaluate import loss_and_gradient, loss_float64
-from flatkit.results import Result
+from flatkit.errors import UsageError
+from flatkit.results import Result, make_meta
+from flatkit.settings import SharpnessSettings, make
 
 KINDS = ("keskar", "l2", "average", "adaptive")
 DEFAULT_EPS = {"keskar": 1e-3, "l2": 0.05, "average": 0.01, "adaptive": 0.05}
@@ -34,23 +36,31 @@ DEFAULT_EPS = {"keskar": 1e-3, "l2": 0.05, "average": 0.01, "adaptive": 0.05}
 
 @dataclass
 class SharpnessResult(Result):
-    """``value`` is the sharpness in the kind's own units (Keskar: percent; the others: a loss difference)."""
+    """Sharpness of one or several models (``labels[m]``) at the same settings, bank and seeds.
+
+    ``value[m]`` is model m's sharpness in the kind's own units (Keskar: percent; the others: a loss difference),
+    ``loss0[m]`` its L(θ) on the bank. Worst-case kinds fill ``loss_max`` (the best loss found) and
+    ``per_restart`` (the best loss increase per restart); ``average`` fills ``std_err`` and the ``confidence``
+    interval ``ci_low`` .. ``ci_high`` of the mean. Per-model entries of the other kind are None.
+    """
 
     name = "sharpness"
     kind: str = "keskar"
     eps: float = 0.0
-    value: float = float("nan")
-    loss0: float = float("nan")
-    loss_max: float | None = None  # the best loss found (worst-case kinds)
-    ci_low: float | None = None  # average: confidence interval of the mean
-    ci_high: float | None = None
-    std_err: float | None = None
+    labels: list = field(default_factory=list)
+    value: list = field(default_factory=list)
+    loss0: list = field(default_factory=list)
+    loss_max: list = field(default_factory=list)
+    per_restart: list = field(default_factory=list)
+    std_err: list = field(default_factory=list)
+    ci_low: list = field(default_factory=list)
+    ci_high: list = field(default_factory=list)
     confidence: float | None = None
     samples: int | None = None
     restarts: int | None = None
-    steps: int | None = None
-    per_restart: list = field(default_factory=list)  # best loss increase per restart
-    eta: float | None = None
+    ascent_steps: int | None = None
+    lr: float | None = None
+    asam_eta: float | None = None
     wall_time_s: float = 0.0
     meta: dict = field(default_factory=dict)
 
@@ -163,63 +173,78 @@ def _ball(obj: Any, theta: ParamDict, L0: float, rho: float, c: ParamDict | None
 # ---------------------------------------------------------------------------------------------------------
 
 
-def sharpness(obj: Any, kind: str = "keskar", eps: float | None = None, restarts: int = 3, steps: int = 20,
-              lr: float | None = None, samples: int = 32, confidence: float = 0.95, eta: float = 0.0,
-              seed: int = 0, check: bool = True) -> SharpnessResult:
-    """Sharpness of ``obj`` at its parameters (see the module docstring for each ``kind``).
+def sharpness(obj: Any, kind: str = "keskar", eps: float | None = None, restarts: int = 3, ascent_steps: int = 20,
+              lr: float | None = None, samples: int = 32, confidence: float = 0.95, asam_eta: float = 0.0,
+              seed: int = 0, compare: Sequence[Any] = (), labels: Sequence[str] | None = None, check: bool = True,
+              settings: SharpnessSettings | None = None) -> SharpnessResult:
+    """Sharpness of ``obj`` (and of each objective in ``compare``, on the same seeds) at its parameters; see the
+    module docstring for each ``kind``.
 
     ``eps``: Keskar's ε (box ε(|θ|+1)), the ball radius ρ (``l2``, ``adaptive``) or the noise σ (``average``);
-    default per kind :data:`DEFAULT_EPS`. ``restarts`` × ``steps`` gradient-ascent steps for the worst-case
-    kinds (``lr`` in units of the box half-width, default 0.25, or of ρ, default 1); ``samples`` Gaussian draws
-    for ``average``, with a normal ``confidence`` interval of the mean.
+    default per kind :data:`DEFAULT_EPS`. ``restarts`` × ``ascent_steps`` gradient-ascent steps for the
+    worst-case kinds (``lr`` in units of the box half-width, default 0.25, or of ρ, default 1); ``samples``
+    Gaussian draws for ``average``, with a normal ``confidence`` interval of the mean; ``asam_eta``: the η of
+    ``adaptive``'s c = |θ| + η. ``settings``: a :class:`~flatkit.settings.SharpnessSettings` instead of the
+    keywords.
     """
+    s = make(SharpnessSettings, settings, dict(kind=kind, eps=eps, restarts=restarts, ascent_steps=ascent_steps,
+                                                lr=lr, samples=samples, confidence=confidence, asam_eta=asam_eta,
+                                                seed=seed))
     t0 = time.perf_counter()
-    if kind not in KINDS:
-        raise UsageError(f"--kind: {kind!r} is not one of {', '.join(KINDS)}")
-    eps = DEFAULT_EPS[kind] if eps is None else float(eps)
-    if not math.isfinite(eps) or eps <= 0:
-        raise UsageError(f"--eps {eps}: must be a positive number")
-    if restarts < 1 or steps < 0:
-        raise UsageError("--restarts/--steps: need restarts >= 1 and steps >= 0")
-    if samples < 2:
-        raise UsageError(f"--samples {samples}: need at least 2")
-    if not 0 < confidence < 1:
-        raise UsageError(f"--confidence {confidence}: must be in (0, 1)")
-    if eta < 0:
-        raise UsageError(f"--eta {eta}: must be >= 0")
-    if check and hasattr(obj, "check_determinism"):
-        obj.check_determinism()
+    eps = DEFAULT_EPS[s.kind] if s.eps is None else float(s.eps)
+    lr = None if s.kind == "average" else (0.25 if s.kind == "keskar" else 1.0) if s.lr is None else s.lr
+    objs = [obj, *compare]
+    labels = list(labels) if labels is not None else [f"model{m}" for m in range(len(objs))]
+    if len(labels) != len(objs):
+        raise UsageError(f"labels: {len(labels)} given for {len(objs)} models")
+    if check:
+        for o in objs:
+            if hasattr(o, "check_determinism"):
+                o.check_determinism()
+    res = SharpnessResult(kind=s.kind, eps=eps, labels=labels, lr=lr)
+    if s.kind == "average":
+        res.samples, res.confidence = s.samples, s.confidence
+    else:
+        res.restarts, res.ascent_steps = s.restarts, s.ascent_steps
+        res.asam_eta = s.asam_eta if s.kind == "adaptive" else None
+    for o in objs:
+        _one_model(o, s, eps, lr, res)
+    res.wall_time_s = time.perf_counter() - t0
+    res.meta = make_meta(config=s, wall_time_s=res.wall_time_s, objective=[_objective_config(o) for o in objs])
+    return res
+
+
+def _one_model(obj: Any, s: SharpnessSettings, eps: float, lr: float | None, res: SharpnessResult) -> None:
+    """Append one model's numbers to ``res`` (every model starts from the same seed)."""
     theta = {k: v.detach() for k, v in obj.params.items()}
     L0 = loss_float64(obj, theta)
-    g = _gen(seed)
-    cfg = {"kind": kind, "eps": eps, "seed": seed}
-    res = SharpnessResult(kind=kind, eps=eps, loss0=L0)
-    if kind == "keskar":
-        lr = 0.25 if lr is None else lr
-        best, per = _keskar(obj, theta, L0, eps, restarts, steps, lr, g)
-        res.value = (best - L0) / (1.0 + L0) * 100.0  # Keskar et al. 2017, eq. 3
-        res.loss_max, res.per_restart, res.restarts, res.steps = best, per, restarts, steps
-        cfg.update(restarts=restarts, steps=steps, lr=lr)
-    elif kind in ("l2", "adaptive"):
-        lr = 1.0 if lr is None else lr
-        c = None if kind == "l2" else {k: v.abs() + eta for k, v in theta.items()}
-        best, per = _ball(obj, theta, L0, eps, c, restarts, steps, lr, g)
-        res.value = best - L0
-        res.loss_max, res.per_restart, res.restarts, res.steps = best, per, restarts, steps
-        res.eta = eta if kind == "adaptive" else None
-        cfg.update(restarts=restarts, steps=steps, lr=lr, eta=res.eta)
+    g = _gen(s.seed)
+    best = per = se = lo = hi = None
+    if s.kind == "keskar":
+        best, per = _keskar(obj, theta, L0, eps, s.restarts, s.ascent_steps, lr, g)
+        value = (best - L0) / (1.0 + L0) * 100.0  # Keskar et al. 2017, eq. 3
+    elif s.kind in ("l2", "adaptive"):
+        c = None if s.kind == "l2" else {k: v.abs() + s.asam_eta for k, v in theta.items()}
+        best, per = _ball(obj, theta, L0, eps, c, s.restarts, s.ascent_steps, lr, g)
+        value = best - L0
     else:
         d = []
-        for _ in range(samples):
+        for _ in range(s.samples):
             z = _randn_like(theta, g)
             d.append(loss_float64(obj, {k: theta[k] + eps * z[k] for k in theta}) - L0)
-        mean = statistics.fmean(d)
+        value = statistics.fmean(d)
         se = statistics.stdev(d) / math.sqrt(len(d)) if all(map(math.isfinite, d)) else float("nan")
-        zq = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
-        res.value, res.std_err, res.samples, res.confidence = mean, se, samples, confidence
-        res.ci_low, res.ci_high = mean - zq * se, mean + zq * se
-        cfg.update(samples=samples, confidence=confidence)
-    res.wall_time_s = time.perf_counter() - t0
-    ocfg = getattr(obj, "config", None)
-    res.meta = {"config": cfg, "objective": ocfg.to_dict() if hasattr(ocfg, "to_dict") else ocfg}
-    return res
+        zq = statistics.NormalDist().inv_cdf(0.5 + s.confidence / 2)
+        lo, hi = value - zq * se, value + zq * se
+    res.value.append(value)
+    res.loss0.append(L0)
+    res.loss_max.append(best)
+    res.per_restart.append(per)
+    res.std_err.append(se)
+    res.ci_low.append(lo)
+    res.ci_high.append(hi)
+
+
+def _objective_config(o: Any) -> Any:
+    c = getattr(o, "config", None)
+    return c.to_dict() if hasattr(c, "to_dict") else c

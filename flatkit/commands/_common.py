@@ -273,11 +273,12 @@ def echo_written(paths: list) -> None:
 def _click_type(spec: Any) -> Any:
     if spec.kind == "choice":
         return click.Choice(list(spec.choices))
+    # numbers: plain types; the settings check the range, so a bad value is one line naming the option
+    # ("--points 0: must be >= 2") like every other usage error, not click's three-line usage message
     if spec.kind == "int":
-        return click.IntRange(min=None if spec.min is None else int(spec.min),
-                              max=None if spec.max is None else int(spec.max))
+        return click.INT
     if spec.kind == "float":
-        return click.FloatRange(min=spec.min, max=spec.max, min_open=spec.min_open)
+        return click.FLOAT
     return str
 
 

@@ -15,7 +15,8 @@ import numpy as np
 
 from flatkit.plots.style import colour, save, style
 
-NORM_WORDS = {"filter": "filter-normalised", "layer": "layer-normalised", "none": "unnormalised"}
+NORM_WORDS = {"filter": "filter-normalised", "layer": "layer-normalised", "model": "‖d‖ = ‖θ‖", "unit": "‖d‖ = 1",
+              "none": "unnormalised"}
 
 
 def _axis_label(res: Any, i: int) -> str:
@@ -154,8 +155,9 @@ def plot_landscape_html(res: Any, path: str | Path, title: str | None = None) ->
     return path
 
 
-RADIUS_WORDS = {"filter": "radius r (relative, per filter)", "norm": "radius r (relative to ‖θ‖)",
-                "none": "radius r (L2 norm of the perturbation)"}
+RADIUS_WORDS = {"filter": "radius r (relative, per filter)", "layer": "radius r (relative, per tensor)",
+                "model": "radius r (relative to ‖θ‖)", "unit": "radius r (L2 norm of the perturbation)",
+                "none": "radius r (times an unnormalised Gaussian)"}
 
 
 def plot_perturb(res: Any, stem: str | Path, title: str | None = None) -> list[Path]:
@@ -176,9 +178,9 @@ def plot_perturb(res: Any, stem: str | Path, title: str | None = None) -> list[P
             ax.plot(r, mean, "-o", ms=2.5, color=c, label=f"{labels[m]} (L(θ) = {res.loss0[m]:.4g})")
             ax.fill_between(r, mean - std, mean + std, color=c, alpha=0.18, lw=0)
         ax.axhline(0.0, color="0.6", lw=0.6, ls=":")
-        ax.set_xlabel(RADIUS_WORDS.get(res.relative, "radius r"))
+        ax.set_xlabel(RADIUS_WORDS.get(res.norm, "radius r"))
         ax.set_ylabel("L(θ + r d) − L(θ)")
-        ax.set_title(f"random Gaussian directions (mean ± std, K = {res.k})")
+        ax.set_title(f"random Gaussian directions (mean ± std, K = {res.n_directions})")
         ax.set_xlim(r.min(), r.max())
         ax.legend(frameon=False)
         if has_worst:
@@ -186,7 +188,7 @@ def plot_perturb(res: Any, stem: str | Path, title: str | None = None) -> list[P
             for m in range(M):
                 ax.plot(r, worst[m], "-s", ms=2.5, color=colour(labels[m], m), label=labels[m])
             ax.axhline(0.0, color="0.6", lw=0.6, ls=":")
-            ax.set_xlabel(RADIUS_WORDS.get(res.relative, "radius r"))
+            ax.set_xlabel(RADIUS_WORDS.get(res.norm, "radius r"))
             ax.set_ylabel("max L(θ + r d) − L(θ)")
             ax.set_title(f"worst case (normalised gradient, {res.worst_steps} ascent steps)")
             ax.set_xlim(r.min(), r.max())

@@ -15,8 +15,9 @@ import numpy as np
 
 from flatkit.plots.style import colour, marker, save, style
 
-RADIUS_WORDS = {"filter": "radius r (relative to each filter's norm)", "norm": "radius r (relative to ‖θ‖₂)",
-                "none": "radius r (‖δ‖₂, absolute)"}
+RADIUS_WORDS = {"filter": "radius r (relative to each filter's norm)", "layer": "radius r (relative, per tensor)",
+                "model": "radius r (relative to ‖θ‖₂)", "unit": "radius r (‖δ‖₂, absolute)",
+                "norm": "radius r (relative to ‖θ‖₂)", "none": "radius r (‖δ‖₂, absolute)"}
 LOSS_UNIT = "ε-prediction MSE"
 
 

@@ -32,10 +32,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from flatkit.checkpoint import make_checkpoint, save_checkpoint
 from flatkit.cli import main
-from flatkit.config import RunConfig
-from flatkit.models.presets import build_model, get_preset
 
 REPO = Path(__file__).resolve().parents[2]
 TORCHRUN = Path(sys.executable).parent / "torchrun"
@@ -58,16 +55,10 @@ def _args_of(cmd: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
+def work(tmp_path_factory, make_ckpt) -> Path:
     """A folder holding ``ckpt.pt``: a 2-D MLP denoiser, every weight moved off its init."""
     d = tmp_path_factory.mktemp("dist")
-    cfg_m, cfg_d = get_preset("mlp")
-    model = build_model(cfg_m, seed=0)
-    g = torch.Generator().manual_seed(0)
-    sd = {k: v + 0.02 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
-          for k, v in model.state_dict().items()}
-    save_checkpoint(make_checkpoint(RunConfig(model=cfg_m, diffusion=cfg_d, data="builtin:gaussians2d"),
-                                    {"raw": sd}, step=0), d / "ckpt.pt")
+    make_ckpt(d / "ckpt.pt", "mlp", data="builtin:gaussians2d")
     return d
 
 
@@ -112,7 +103,7 @@ def test_doc_commands_equal_one_process(work):
             a, b = np.load(one / "landscape.npz"), np.load(two / "landscape.npz")
             assert b["done"].all() and np.array_equal(a["values"], b["values"])
             assert (two / "landscape.png").is_file() and (two / "landscape.html").is_file()
-            assert json.loads((two / "landscape.json").read_text())["meta"]["analysis"]["ranks"] == 2
+            assert json.loads((two / "landscape.json").read_text())["meta"]["ranks"] == 2
         elif kind == "hessian":
             ja, jb = json.loads((one / "hessian.json").read_text()), json.loads((two / "hessian.json").read_text())
             ea, eb = ja["top_eigenvalues"], jb["top_eigenvalues"]
@@ -139,7 +130,7 @@ def test_perturb_resume_and_plain_training_in_one_launch(work, tmp_path):
     """perturb, a resumed landscape and plain / unsynchronised-SAM training, two ranks in one process group."""
     base = ["--data", "builtin:gaussians2d", "--preset", "mlp", "--batch-size", "64", "--steps", "40",
             "--log-every", "1", "--samples", "0"]
-    perturb = ["perturb", "ckpt.pt", "--mode", "vmap", "--k", "4", "--worst-steps", "2"]
+    perturb = ["perturb", "ckpt.pt", "--mode", "vmap", "--n-directions", "4", "--worst-steps", "2"]
     land = ["landscape", "ckpt.pt", "--mode", "vmap", "--points", "9", "--batch-points", "4"]
     runs = {
         "perturb": perturb + ["--out", "runs/perturb-2"],
@@ -194,7 +185,7 @@ def test_ranks_that_disagree_exit_2_with_one_line(work):
     for rank in (0, 1):
         env = dict(ENV, MASTER_ADDR="127.0.0.1", MASTER_PORT=port, WORLD_SIZE="2", RANK=str(rank),
                    LOCAL_RANK=str(rank))
-        args = [sys.executable, "-m", "flatkit.cli", "perturb", "ckpt.pt", "--k", "2", "--seed", str(rank),
+        args = [sys.executable, "-m", "flatkit.cli", "perturb", "ckpt.pt", "--n-directions", "2", "--seed", str(rank),
                 "--out", "runs/disagree"]
         procs.append(subprocess.Popen(args, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True))

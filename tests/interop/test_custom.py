@@ -183,7 +183,7 @@ def test_cli_denoiser_factory_runs_as_a_diffusion(factories):
     obj = flatkit.Objective(run, data="builtin:shapes16", n=4, seed=0)
     assert abs(res["loss_centre"][0] - float(obj.loss())) < 1e-6
     r = run_cli("perturb", "--model", "userfacts:make_denoiser", "--data", "builtin:shapes16", "--n-eval", 4,
-                "--k", 2, "--radii", "0,0.1", "--worst-steps", 0, "--out", "p")
+                "--n-directions", 2, "--radii", "0,0.1", "--worst-steps", 0, "--out", "p")
     assert r.exit_code == 0, r.output
 
 

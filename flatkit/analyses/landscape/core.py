@@ -9,7 +9,6 @@ the directions' and parameters' bytes, the evaluation banks); a resume with anot
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +20,6 @@ import numpy as np
 import torch
 
 from flatkit import distributed as dist
-from flatkit.config import config_hash
 from flatkit.analyses.directions import (
     ParamDict,
     Plane,
@@ -33,7 +31,6 @@ from flatkit.analyses.directions import (
     plane_directions,
     random_direction,
 )
-from flatkit.errors import UsageError
 from flatkit.analyses.landscape.evaluate import (
     calibrate,
     check_mode,
@@ -41,7 +38,10 @@ from flatkit.analyses.landscape.evaluate import (
     losses_vmap,
 )
 from flatkit.analyses.landscape.grid import axis, grid_coefficients, parse_span
+from flatkit.config import config_hash
+from flatkit.errors import UsageError
 from flatkit.results import Result
+from flatkit.settings import LandscapeSettings, make
 
 DIRECTION_KINDS = ("random", "eigen", "interp", "pca", "given")
 
@@ -86,44 +86,17 @@ class LandscapeResult(Result):
     def coords(self) -> tuple[np.ndarray, ...]:
         return (self.coords_a,) if self.dims == 1 else (self.coords_a, self.coords_b)
 
-
-def read_result(cls: type, directory: str | Path, name: str | None = None) -> Any:
-    """A result dataclass back from ``<name>.json`` + ``<name>.npz`` in a folder (plots read only these)."""
-    name = name or cls.name
-    d = Path(directory)
-    jpath, npath = d / f"{name}.json", d / f"{name}.npz"
-    if not jpath.is_file():
-        raise UsageError(f"{directory}: no {name}.json in this folder")
-    try:
-        js = json.loads(jpath.read_text())
-        arrs: dict[str, np.ndarray] = {}
-        if npath.is_file():
-            with np.load(npath) as z:
-                arrs = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{jpath}: unreadable result ({e})") from None
-    kw: dict[str, Any] = {}
-    for f in cls.__dataclass_fields__:
-        if f in arrs:
-            kw[f] = arrs[f]
-        elif f in js and not (isinstance(js[f], dict) and "npz" in js[f]):
-            kw[f] = js[f]
-    try:
-        return cls(**kw)
-    except TypeError as e:
-        raise UsageError(f"{jpath}: not a {name} result ({e})") from None
-
-
-def load_landscape(directory: str | Path) -> LandscapeResult:
-    """Read ``landscape.json`` + ``landscape.npz`` from a folder (what ``--replot`` and ``--resume`` use)."""
-    if not (Path(directory) / "landscape.npz").is_file():
-        raise UsageError(f"{directory}: no landscape.json / landscape.npz in this folder")
-    res = read_result(LandscapeResult, directory)
-    res.values = np.asarray(res.values, dtype=np.float64)
-    res.done = np.asarray(res.done, dtype=bool)
-    res.coords_a = np.asarray(res.coords_a, dtype=np.float64)
-    res.coords_b = np.asarray(res.coords_b, dtype=np.float64)
-    return res
+    @classmethod
+    def load(cls, directory: str | Path, name: str | None = None) -> LandscapeResult:
+        """``landscape.json`` + ``landscape.npz`` from a folder (what ``--replot`` and ``--resume`` read)."""
+        if not (Path(directory) / f"{name or cls.name}.npz").is_file():
+            raise UsageError(f"{directory}: no landscape.json / landscape.npz in this folder")
+        res = super().load(directory, name)
+        res.values = np.asarray(res.values, dtype=np.float64)
+        res.done = np.asarray(res.done, dtype=bool)
+        res.coords_a = np.asarray(res.coords_a, dtype=np.float64)
+        res.coords_b = np.asarray(res.coords_b, dtype=np.float64)
+        return res
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -190,64 +163,104 @@ def _objective_config(o: Any) -> Any:
 
 
 def landscape(obj: Any, dims: int = 2, points: int = 21, span: float | Sequence[float] | str | None = None,
-              directions: Any = None, norm: str = "filter", bias: str = "zero", seed: int = 0,
+              directions: Any = "random", norm: str = "filter", bias: str = "zero", seed: int = 0,
               compare: Sequence[Any] = (), labels: Sequence[str] | None = None, mode: str = "auto",
               batch_points: int | None = None, out: str | Path | None = None, resume: bool = False,
-              progress: Callable[[int, int], None] | None = None, check: bool = True) -> LandscapeResult:
+              progress: Callable[[int, int], None] | None = None, check: bool = True,
+              settings: LandscapeSettings | None = None) -> LandscapeResult:
     """The loss on a grid ``θ + a·d1 (+ b·d2)``, a, b over ``span``, for ``obj`` and each objective in ``compare``.
 
-    ``directions``: None / "random" (Gaussian, normalised per model by ``norm`` / ``bias``), "eigen" (each
+    ``directions``: "random" (Gaussian, normalised per model by ``norm`` / ``bias``), "eigen" (each
     model's top Hessian eigenvectors, unit norm), "interp" (the line from ``obj`` to ``compare[0]``, or the plane
     through ``obj``, ``compare[0]``, ``compare[1]``; one grid), a list of parameter dicts or a
-    :class:`~flatkit.analyses.directions.Plane` (used as given). ``span``: R for [−R, R] (default 1) or (lo, hi)
+    :class:`~flatkit.analyses.directions.Plane` (used as given; e.g. from
+    :func:`~flatkit.analyses.directions.pca_directions`). ``span``: R for [−R, R] (default 1) or (lo, hi)
     (default (−0.5, 1.5) for "interp"). ``mode``: "vmap" (``batch_points`` grid points per forward),
     "sequential", or "auto" (time both on one block and keep the faster). ``out``: folder where the partial
     result is written after every block; ``resume=True`` continues the partial result found there (refused
     when its configuration hash differs). ``check``: first verify that two evaluations of each objective
-    agree bit for bit.
+    agree bit for bit. ``settings``: a :class:`~flatkit.settings.LandscapeSettings` instead of the keywords.
     """
+    given = None
+    if directions is not None and not isinstance(directions, str):
+        given, directions = directions, "random"
+    s = make(LandscapeSettings, settings, dict(dims=dims, points=points, span=span,
+                                                directions="random" if directions is None else directions,
+                                                norm=norm, bias=bias, seed=seed, mode=mode,
+                                                batch_points=batch_points))
     t_start = time.perf_counter()
-    if dims not in (1, 2):
-        raise UsageError(f"--dims {dims}: must be 1 or 2")
-    check_mode(mode)
-    if isinstance(directions, str) and directions not in DIRECTION_KINDS:
-        raise UsageError(f"--directions: {directions!r} is not one of random, eigen, interp")
-    if span is None:
-        span = (-0.5, 1.5) if directions == "interp" else 1.0
+    check_mode(s.mode)
+    if s.directions == "pca" and given is None:
+        raise UsageError("directions 'pca': pass the PCA directions as a Plane (see pca_directions)")
+    span = s.span if s.span is not None else (-0.5, 1.5) if s.directions == "interp" else 1.0
     lo, hi = parse_span(span)
-    ax = axis(lo, hi, points)
-    axes = [ax] * dims
-    coeffs = grid_coefficients(axes)
+    ax = axis(lo, hi, s.points)
+    coeffs = grid_coefficients([ax] * s.dims)
     objs = [obj, *compare]
     if check:
         for o in objs:
             if hasattr(o, "check_determinism"):
                 o.check_determinism()
-    kind, per_dirs, eigvals, marks, grid_objs = _resolve_directions(objs, dims, directions, norm, bias, seed)
-    M = len(grid_objs)
+    kind, per_dirs, eigvals, marks, grid_objs = _resolve_directions(
+        objs, s.dims, given if given is not None else s.directions, s.norm, s.bias, s.seed)
+    labels, marks = _grid_labels(labels, objs, len(grid_objs), kind, marks)
+    thetas = [_theta(o) for o in grid_objs]
+    for d_list in per_dirs:
+        for d in d_list:
+            for k, v in d.items():
+                if v.shape != thetas[0][k].shape:
+                    raise UsageError(f"directions: parameter {k} has the wrong shape")
+    dev = next(iter(thetas[0].values())).device
+    bp = s.batch_points if s.batch_points is not None else 32 if dev.type == "cuda" else 8
+    cfg = _hash_config(s, lo, hi, kind, bp, grid_objs, thetas, per_dirs)
+    chash = config_hash(cfg)
+    outdir = Path(out) if out is not None else None
+    # several ranks (torchrun): same inputs everywhere, rank 0 reads the saved run and times the modes
+    dist.check_agreement({"configuration hash (checkpoints, bank, directions)": chash}, "landscape",
+                         options=False)
+    shape = (len(grid_objs),) + (len(ax),) * s.dims
+    values, done, mode, timing = np.full(shape, np.nan, dtype=np.float64), np.zeros(shape, dtype=bool), s.mode, {}
+    if resume:
+        prev = _read_previous(outdir, chash)
+        if prev is not None:
+            values, done, mode, timing = prev
+    first_block = None  # model 0's first block, when the calibration computed it completely
+    if mode == "auto":
+        block = coeffs[: min(bp, len(coeffs))]
+        mode, timing, first_block = dist.run_on_main(
+            lambda: calibrate(grid_objs[0], thetas[0], per_dirs[0], block, return_values=True))
+    res = LandscapeResult(
+        dims=s.dims, points=int(s.points), coords_a=ax, coords_b=ax if s.dims == 2 else np.zeros(0),
+        values=values, done=done, labels=labels, directions=kind, norm=s.norm, bias=s.bias, seed=int(s.seed),
+        span=[lo, hi], marks=marks, eigenvalues=eigvals,
+        direction_norms=[[_norm(d) for d in dl] for dl in per_dirs], param_norms=[_norm(t) for t in thetas],
+        mode=mode, batch_points=int(bp), timing=timing, config_hash=chash,
+        meta={"config": s.to_dict(), "grid": cfg, "objective": cfg["objectives"][0]})
+    n_eval = _compute(res, grid_objs, thetas, per_dirs, coeffs, bp, first_block, outdir, progress)
+    _finish(res, grid_objs, ax, n_eval, bp if mode == "vmap" else 1, cfg)
+    res.wall_time_s = time.perf_counter() - t_start
+    if outdir is not None and dist.is_main():
+        res.save(outdir)
+    return res
+
+
+def _grid_labels(labels: Sequence[str] | None, objs: list, M: int, kind: str, marks: list) -> tuple[list, list]:
+    """The labels of the grids (one per model; an interpolation's one grid is labelled "A → B") and the marks."""
     labels = list(labels) if labels is not None else [f"model{m}" for m in range(len(objs))]
     if len(labels) < M:
         raise UsageError(f"labels: {len(labels)} given for {M} models")
     if kind == "interp":  # one grid through the checkpoints; the marks carry their labels
         marks = [[labels[i], *mk[1:]] for i, mk in enumerate(marks)]
         labels = [" → ".join(labels[:len(objs)])]
-    labels = labels[:M]
-    thetas = [_theta(o) for o in grid_objs]
-    for d_list in per_dirs:
-        for d in d_list:
-            for k, v in d.items():
-                if v.shape != thetas[0][k].shape:
-                    raise UsageError(f"--directions: parameter {k} has the wrong shape")
+    return labels[:M], marks
 
-    dev = next(iter(thetas[0].values())).device
-    if batch_points is None:
-        batch_points = 32 if dev.type == "cuda" else 8
-    if batch_points < 1:
-        raise UsageError(f"--batch-points {batch_points}: must be at least 1")
 
+def _hash_config(s: LandscapeSettings, lo: float, hi: float, kind: str, bp: int, grid_objs: list, thetas: list,
+                 per_dirs: list) -> dict:
+    """Every input of the grid (its hash guards ``resume``)."""
     cfg = {
-        "dims": dims, "points": int(points), "span": [lo, hi], "directions": kind, "norm": norm, "bias": bias,
-        "seed": int(seed), "batch_points": int(batch_points),
+        "dims": s.dims, "points": int(s.points), "span": [lo, hi], "directions": kind, "norm": s.norm,
+        "bias": s.bias, "seed": int(s.seed), "batch_points": int(bp),
         "objectives": [_objective_config(o) for o in grid_objs],
         "fingerprint": direction_fingerprint(thetas + [d for dl in per_dirs for d in dl]),
     }
@@ -255,54 +268,38 @@ def landscape(obj: Any, dims: int = 2, points: int = 21, span: float | Sequence[
     channels_last = bool(getattr(grid_objs[0], "channels_last", False))
     if precision != "fp32" or channels_last:  # (absent for fp32: the hashes of earlier runs stay valid)
         cfg["precision"] = {"precision": precision, "channels_last": channels_last}
-    chash = config_hash(cfg)
-    shape = (M,) + (len(ax),) * dims
-    values = np.full(shape, np.nan, dtype=np.float64)
-    done = np.zeros(shape, dtype=bool)
-    timing: dict = {}
-    outdir = Path(out) if out is not None else None
-    # several ranks (torchrun): same inputs everywhere, rank 0 reads the saved run and times the modes
-    dist.check_agreement({"configuration hash (checkpoints, bank, directions)": chash}, "landscape",
-                         options=False)
-    if resume:
-        if outdir is None:
-            raise UsageError("--resume: needs the folder of the interrupted run (--out DIR)")
+    return cfg
 
-        def read_prev() -> tuple | None:
-            if not (outdir / "landscape.json").is_file():
-                return None
-            prev = load_landscape(outdir)
-            if prev.config_hash != chash:
-                raise UsageError(f"--resume {outdir}: the configuration differs from the saved run's "
-                                 f"(hash {chash} vs {prev.config_hash}); use a new --out")
-            return prev.values.copy(), prev.done.copy(), prev.mode, dict(prev.timing)
 
-        prev = dist.run_on_main(read_prev)
-        if prev is not None:
-            values, done, mode, timing = prev
-    first_block = None  # model 0's first block, when the calibration computed it completely
-    if mode == "auto":
-        block = coeffs[: min(batch_points, len(coeffs))]
-        mode, timing, first_block = dist.run_on_main(
-            lambda: calibrate(grid_objs[0], thetas[0], per_dirs[0], block, return_values=True))
-    batch_points_used = batch_points if mode == "vmap" else 1
+def _read_previous(outdir: Path | None, chash: str) -> tuple | None:
+    """(values, done, mode, timing) of the interrupted run in ``outdir`` (rank 0 reads; None: nothing there)."""
+    if outdir is None:
+        raise UsageError("--resume: needs the folder of the interrupted run (--out DIR)")
 
-    res = LandscapeResult(
-        dims=dims, points=int(points), coords_a=ax, coords_b=ax if dims == 2 else np.zeros(0), values=values,
-        done=done, labels=labels, directions=kind, norm=norm, bias=bias, seed=int(seed), span=[lo, hi],
-        marks=marks, eigenvalues=eigvals,
-        direction_norms=[[_norm(d) for d in dl] for dl in per_dirs], param_norms=[_norm(t) for t in thetas],
-        mode=mode, batch_points=int(batch_points), timing=timing, config_hash=chash,
-        meta={"config": cfg, "objective": cfg["objectives"][0]})
+    def read_prev() -> tuple | None:
+        if not (outdir / "landscape.json").is_file():
+            return None
+        prev = LandscapeResult.load(outdir)
+        if prev.config_hash != chash:
+            raise UsageError(f"--resume {outdir}: the configuration differs from the saved run's "
+                             f"(hash {chash} vs {prev.config_hash}); use a new --out")
+        return prev.values.copy(), prev.done.copy(), prev.mode, dict(prev.timing)
 
-    total = int(done.size)
+    return dist.run_on_main(read_prev)
+
+
+def _compute(res: LandscapeResult, grid_objs: list, thetas: list, per_dirs: list, coeffs: np.ndarray, bp: int,
+             first_block: Any, outdir: Path | None, progress: Callable[[int, int], None] | None) -> int:
+    """Fill ``res.values`` / ``res.done`` block by block (saving after each round); returns the points computed.
+
+    Fixed block boundaries (multiples of ``bp``), whatever the mode, so resumes are bit-exact; the blocks still
+    to compute are dealt round-robin to the ranks (one rank: one block per round) and each round's blocks are
+    gathered (float64) into every rank's grid before rank 0 saves the partial result."""
+    total = int(res.done.size)
     n_eval = 0
-    # fixed block boundaries (multiples of batch_points), whatever the mode, so resumes are bit-exact; the
-    # blocks still to compute are dealt round-robin to the ranks (one rank: one block per round) and each
-    # round's blocks are gathered (float64) into every rank's grid before rank 0 saves the partial result
-    pending = [(m, start, min(start + batch_points, len(coeffs))) for m in range(M)
-               for start in range(0, len(coeffs), batch_points)
-               if not res.done[m].reshape(-1)[start:min(start + batch_points, len(coeffs))].all()]
+    pending = [(m, start, min(start + bp, len(coeffs))) for m in range(len(grid_objs))
+               for start in range(0, len(coeffs), bp)
+               if not res.done[m].reshape(-1)[start:min(start + bp, len(coeffs))].all()]
     W = dist.world()
     for r0 in range(0, len(pending), W):
         round_blocks = pending[r0:r0 + W]
@@ -313,7 +310,7 @@ def landscape(obj: Any, dims: int = 2, points: int = 21, span: float | Sequence[
             block = coeffs[start:stop]
             if first_block is not None and m == 0 and start == 0 and len(first_block) == stop:
                 computed = (mine, first_block)  # the same path and inputs: the values it would compute
-            elif mode == "vmap":
+            elif res.mode == "vmap":
                 computed = (mine, losses_vmap(grid_objs[m], thetas[m], per_dirs[m], block))
             else:
                 computed = (mine, losses_sequential(grid_objs[m], thetas[m], per_dirs[m], block))
@@ -332,27 +329,28 @@ def landscape(obj: Any, dims: int = 2, points: int = 21, span: float | Sequence[
             res.save(outdir)
         if progress is not None and dist.is_main():
             progress(int(res.done.sum()), total)
+    return n_eval
+
+
+def _finish(res: LandscapeResult, grid_objs: list, ax: np.ndarray, n_eval: int, batch_points_used: int,
+            cfg: dict) -> None:
+    """Completion, the centre loss L_m(θ_m) and the run's meta."""
     res.complete = bool(res.done.all())
-    centre = tuple(int(np.argmin(np.abs(ax))) for _ in range(dims))
+    centre = tuple(int(np.argmin(np.abs(ax))) for _ in range(res.dims))
     res.loss_centre = [float(res.values[(m, *centre)]) if ax[centre[0]] == 0.0 else float("nan")
-                       for m in range(M)]
+                       for m in range(len(grid_objs))]
     res.n_evaluations = n_eval
-    res.wall_time_s = time.perf_counter() - t_start
     res.meta["batch_points_used"] = batch_points_used
-    res.meta["precision"] = precision
-    res.meta["channels_last"] = channels_last
+    res.meta["precision"] = getattr(grid_objs[0], "precision", "fp32")
+    res.meta["channels_last"] = bool(getattr(grid_objs[0], "channels_last", False))
     sizes = {"batch_size": getattr(grid_objs[0], "batch_size", None),
              "vmap_points": getattr(grid_objs[0], "_vmap_points", None)}
     asked = getattr(getattr(grid_objs[0], "config", None), "batch_size", None)
     if (sizes["batch_size"] is not None and sizes["batch_size"] != asked) or sizes["vmap_points"] is not None:
         res.meta["out_of_memory_sizes"] = sizes  # halved after running out of memory
-    n_bad = int((res.done & ~np.isfinite(res.values)).sum())
-    res.meta["non_finite_points"] = n_bad
+    res.meta["non_finite_points"] = int((res.done & ~np.isfinite(res.values)).sum())
     if dist.world() > 1:
         res.meta["ranks"] = dist.world()
-    if outdir is not None and dist.is_main():
-        res.save(outdir)
-    return res
 
 
 def _norm(d: ParamDict) -> float:
