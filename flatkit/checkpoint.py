@@ -1,4 +1,6 @@
-"""The flatkit checkpoint format (DESIGN.md, "Checkpoints") and safe reading of any ``.pt`` file.
+"""The flatkit checkpoint format (docs/checkpoints.md, "flatkit's own format"), safe reading of any ``.pt``
+file, and :class:`Run`, what a loaded checkpoint becomes (built by :func:`flatkit.load` and the loaders of
+:mod:`flatkit.interop`; also importable as ``flatkit.run.Run`` and ``flatkit.Run``).
 
 A flatkit checkpoint is one ``torch.save`` file holding only tensors and plain Python values, so that it loads
 with ``torch.load(weights_only=True)``::
@@ -22,10 +24,12 @@ import os
 import pickle
 import tempfile
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from flatkit import __version__
 from flatkit.config import RunConfig, to_dict
@@ -33,6 +37,29 @@ from flatkit.errors import UsageError
 
 FORMAT = "flatkit"
 FORMAT_VERSION = 1
+
+
+@dataclass
+class Run:
+    """A loaded model with its diffusion: what every analysis starts from."""
+
+    model: nn.Module
+    diffusion: Any
+    config: RunConfig
+    weights: str = "raw"
+    path: str | None = None
+    sha256: str | None = None
+    step: int | None = None
+    available_weights: list[str] = field(default_factory=lambda: ["raw"])
+    assumed: list[str] = field(default_factory=list)  # ADM flags taken as defaults, not from shapes or the user
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def to(self, device: str | torch.device) -> Run:
+        self.model.to(device)
+        return self
 
 
 def make_checkpoint(

@@ -1,64 +1,34 @@
-"""``flatkit.load``: a checkpoint (flatkit's own or a plain ADM state dict) as a :class:`Run`."""
+"""``flatkit.load``: a checkpoint (flatkit's own, a plain ADM state dict or a diffusers directory) as a
+:class:`Run`.
+
+:class:`Run` is defined in :mod:`flatkit.checkpoint` and the state-dict helpers (:func:`strip_prefixes`) in
+:mod:`flatkit.interop.weights`, both re-exported here: the diffusers loader builds a ``Run`` too, and it must not
+import this module, which dispatches to it.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from flatkit.checkpoint import is_flatkit_checkpoint, read_pt, select_weights, weight_names
+from flatkit.checkpoint import Run, is_flatkit_checkpoint, read_pt, select_weights, weight_names
 from flatkit.config import (
     RunConfig,
     diffusion_config_from_dict,
     model_config_from_dict,
 )
 from flatkit.errors import UsageError
+from flatkit.interop.weights import STRIP_PREFIXES, is_state_dict, load_state, strip_prefixes
 from flatkit.results import file_sha256
 
-STRIP_PREFIXES = ("module.", "_orig_mod.")
+__all__ = ["STRIP_PREFIXES", "Run", "load", "strip_prefixes"]
 
-
-@dataclass
-class Run:
-    """A loaded model with its diffusion: what every analysis starts from."""
-
-    model: nn.Module
-    diffusion: Any
-    config: RunConfig
-    weights: str = "raw"
-    path: str | None = None
-    sha256: str | None = None
-    step: int | None = None
-    available_weights: list[str] = field(default_factory=lambda: ["raw"])
-    assumed: list[str] = field(default_factory=list)  # ADM flags taken as defaults, not from shapes or the user
-
-    @property
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
-
-    def to(self, device: str | torch.device) -> Run:
-        self.model.to(device)
-        return self
-
-
-def strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove ``module.`` (DataParallel / DDP) and ``_orig_mod.`` (torch.compile) key prefixes."""
-    out = {}
-    for k, v in state_dict.items():
-        changed = True
-        while changed:
-            changed = False
-            for p in STRIP_PREFIXES:
-                if k.startswith(p):
-                    k = k[len(p):]
-                    changed = True
-        out[k] = v
-    return out
+# keys under which a plain state dict may be wrapped: {"state_dict": ...}, {"model": ...}, {"ema": ...}
+_STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict", "ema")
 
 
 def _read_flags(adm_flags: dict | str | os.PathLike | None) -> dict | None:
@@ -78,30 +48,65 @@ def _read_flags(adm_flags: dict | str | os.PathLike | None) -> dict | None:
     return flags
 
 
-def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, dict) and len(obj) > 0 and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
-    )
+def _checkpoint_file(p: Path, path: str | os.PathLike) -> Path:
+    """``p`` itself, or the ``ckpt.pt`` of a training folder."""
+    if p.is_dir():
+        if (p / "ckpt.pt").is_file():
+            return p / "ckpt.pt"
+        raise UsageError(f"{path}: is a directory without ckpt.pt (pass the checkpoint file)")
+    return p
 
 
-def _load_state(model: nn.Module, sd: dict[str, torch.Tensor], path: str) -> None:
-    want = model.state_dict()
-    missing = [k for k in want if k not in sd]
-    unexpected = [k for k in sd if k not in want]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        raise UsageError(f"{path}: weights do not match the architecture: " + ", ".join(parts))
-    for k, v in want.items():
-        if tuple(sd[k].shape) != tuple(v.shape):
-            raise UsageError(
-                f"{path}: weights do not match the architecture: {k} has shape {tuple(sd[k].shape)}, "
-                f"expected {tuple(v.shape)}"
-            )
-    model.load_state_dict(sd, strict=True)
+def _flatkit_run_config(obj: dict, spath: str) -> RunConfig:
+    """The :class:`RunConfig` a flatkit checkpoint records (its format version checked first)."""
+    version = obj.get("format_version")
+    if not isinstance(version, int) or version > 1:
+        raise UsageError(f"{spath}: flatkit checkpoint format version {version!r} is newer than this flatkit")
+    cfg = obj.get("config", {})
+    try:
+        return RunConfig(
+            model=model_config_from_dict(cfg["model"]),
+            diffusion=diffusion_config_from_dict(cfg["diffusion"]),
+            data=cfg.get("data"),
+            source=cfg.get("source", "flatkit"),
+        )
+    except (KeyError, TypeError) as e:
+        raise UsageError(f"{spath}: flatkit checkpoint with a damaged config ({e})") from None
+
+
+def _unwrap_state_dict(obj: Any, spath: str) -> dict[str, torch.Tensor]:
+    """The model state dict in a plain torch file: the file itself or one of the common wrapper keys."""
+    sd = obj
+    if isinstance(obj, dict) and not is_state_dict(obj):
+        for key in _STATE_DICT_KEYS:
+            if is_state_dict(obj.get(key)):
+                sd = obj[key]
+                break
+    if not is_state_dict(sd):
+        raise UsageError(f"{spath}: neither a flatkit checkpoint nor a model state dict")
+    return sd
+
+
+def _adm_run_config(
+    sd: dict[str, torch.Tensor], adm_flags: dict | str | os.PathLike | None, spath: str
+) -> tuple[RunConfig, list[str]]:
+    """The :class:`RunConfig` of an ADM state dict (shapes, then flags, then ADM defaults) and the assumed flags."""
+    from flatkit.diffusion import diffusion_config_from_adm_flags
+    from flatkit.models.adm_flags import infer_adm_config
+
+    flags = _read_flags(adm_flags) or {}
+    inferred = infer_adm_config(sd, flags, source=spath)
+    mcfg = inferred.config
+    assumed = [f"{k}={v}" for k, v in inferred.assumed.items()]
+    dflags = dict(flags)
+    dflags.setdefault("learn_sigma", mcfg.learn_sigma)
+    if bool(dflags["learn_sigma"]) != mcfg.learn_sigma:
+        raise UsageError("--adm-flags learn_sigma: contradicts the state dict's output channels")
+    dcfg = diffusion_config_from_adm_flags(dflags)
+    for flag, default in (("diffusion_steps", dcfg.diffusion_steps), ("noise_schedule", dcfg.noise_schedule)):
+        if flag not in flags:
+            assumed.append(f"{flag}={default}")
+    return RunConfig(model=mcfg, diffusion=dcfg, data=flags.get("data"), source="adm"), assumed
 
 
 def load(
@@ -121,8 +126,7 @@ def load(
     what the shapes determine is inferred and contradicting flags are refused. ``trust=True`` allows a full
     unpickle of a file that ``weights_only=True`` refuses (only for files you trust).
     """
-    from flatkit.diffusion import create_diffusion, diffusion_config_from_adm_flags
-    from flatkit.models.adm_flags import infer_adm_config
+    from flatkit.diffusion import create_diffusion
     from flatkit.models.presets import build_model
 
     p = Path(path)
@@ -133,67 +137,29 @@ def load(
             if adm_flags is not None:
                 raise UsageError(f"--adm-flags: {path} is a diffusers directory, which carries its own configuration")
             return load_diffusers(p, weights=weights, trust=trust, device=device)
-    if p.is_dir():
-        if (p / "ckpt.pt").is_file():
-            p = p / "ckpt.pt"
-        else:
-            raise UsageError(f"{path}: is a directory without ckpt.pt (pass the checkpoint file)")
+    p = _checkpoint_file(p, path)
     obj = read_pt(p, trust=trust)
     spath = str(p)
-    assumed: list[str] = []
 
     if is_flatkit_checkpoint(obj):
         if adm_flags is not None:
             raise UsageError(f"--adm-flags: {spath} is a flatkit checkpoint, which carries its own configuration")
-        version = obj.get("format_version")
-        if not isinstance(version, int) or version > 1:
-            raise UsageError(f"{spath}: flatkit checkpoint format version {version!r} is newer than this flatkit")
-        cfg = obj.get("config", {})
-        try:
-            rc = RunConfig(
-                model=model_config_from_dict(cfg["model"]),
-                diffusion=diffusion_config_from_dict(cfg["diffusion"]),
-                data=cfg.get("data"),
-                source=cfg.get("source", "flatkit"),
-            )
-        except (KeyError, TypeError) as e:
-            raise UsageError(f"{spath}: flatkit checkpoint with a damaged config ({e})") from None
+        rc = _flatkit_run_config(obj, spath)
         name, sd = select_weights(obj, weights, spath)
-        available = weight_names(obj)
-        step = obj.get("step")
+        available, step, assumed = weight_names(obj), obj.get("step"), []
     else:
-        sd = obj
-        if isinstance(obj, dict) and not _is_state_dict(obj):
-            # common wrappers: {"state_dict": ...}, {"model": ...}, {"ema": ...}
-            for key in ("state_dict", "model", "model_state_dict", "ema"):
-                if _is_state_dict(obj.get(key)):
-                    sd = obj[key]
-                    break
-        if not _is_state_dict(sd):
-            raise UsageError(f"{spath}: neither a flatkit checkpoint nor a model state dict")
+        sd = _unwrap_state_dict(obj, spath)
         if weights not in ("raw",):
             raise UsageError(
                 f"--weights {weights}: {spath} is a plain state dict holding one set of weights; "
                 "ADM writes EMA weights to their own file (ema_<rate>_<step>.pt): load that file with --weights raw"
             )
         sd = strip_prefixes(sd)
-        flags = _read_flags(adm_flags) or {}
-        inferred = infer_adm_config(sd, flags, source=spath)
-        mcfg = inferred.config
-        assumed = [f"{k}={v}" for k, v in inferred.assumed.items()]
-        dflags = dict(flags)
-        dflags.setdefault("learn_sigma", mcfg.learn_sigma)
-        if bool(dflags["learn_sigma"]) != mcfg.learn_sigma:
-            raise UsageError("--adm-flags learn_sigma: contradicts the state dict's output channels")
-        dcfg = diffusion_config_from_adm_flags(dflags)
-        for flag, default in (("diffusion_steps", dcfg.diffusion_steps), ("noise_schedule", dcfg.noise_schedule)):
-            if flag not in flags:
-                assumed.append(f"{flag}={default}")
-        rc = RunConfig(model=mcfg, diffusion=dcfg, data=flags.get("data"), source="adm")
+        rc, assumed = _adm_run_config(sd, adm_flags, spath)
         name, available, step = "raw", ["raw"], None
 
     model = build_model(rc.model)
-    _load_state(model, sd, spath)
+    load_state(model, sd, spath)
     model.eval()
     if device is not None:
         model.to(device)

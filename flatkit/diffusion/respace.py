@@ -7,13 +7,12 @@ steps: alpha_bar'_i = alpha_bar_{S_i}, beta'_i = 1 - alpha_bar_{S_i} / alpha_bar
 This module is the numpy half: which timesteps to keep (:func:`space_timesteps`) and the respaced betas
 (:func:`respaced_betas`). The diffusion over them, :class:`~flatkit.diffusion.gaussian.SpacedDiffusion`, lives
 beside its base class in :mod:`flatkit.diffusion.gaussian` (whose ``respace`` method builds one), so that this
-module does not import it back; ``from flatkit.diffusion.respace import SpacedDiffusion`` still works.
+module does not import it back (import it from :mod:`flatkit.diffusion`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -99,12 +98,3 @@ def respaced_betas(alphas_cumprod: np.ndarray, use_timesteps: Iterable[int]) -> 
             timestep_map.append(i)
     return np.array(new_betas, dtype=np.float64), np.array(timestep_map, dtype=np.int64)
 
-
-def __getattr__(name: str) -> Any:
-    # SpacedDiffusion moved to flatkit.diffusion.gaussian (see the module docstring); imported on use so that
-    # this module keeps no import of gaussian.py, which imports it.
-    if name == "SpacedDiffusion":
-        from flatkit.diffusion.gaussian import SpacedDiffusion
-
-        return SpacedDiffusion
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

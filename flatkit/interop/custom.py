@@ -228,12 +228,11 @@ def build(spec: str) -> nn.Module | Task:
 
 def load_weights(model: nn.Module, weights: str, trust: bool = False) -> None:
     """Load the state dict in ``weights`` into ``model`` (strict: names and shapes must match)."""
-    from flatkit.interop.weights import read_state_dict
-    from flatkit.run import _load_state, strip_prefixes
+    from flatkit.interop.weights import load_state, read_state_dict, strip_prefixes
 
     name = f"--weights {weights}"
     sd = strip_prefixes(read_state_dict(weights, name, trust=trust))
-    _load_state(model, sd, name)
+    load_state(model, sd, name)
 
 
 @dataclass
@@ -267,10 +266,10 @@ def load_custom(
 
     ``weights``: a state-dict file for the factory's model (None: the factory's initialisation).
     """
+    from flatkit.checkpoint import Run
     from flatkit.config import DiffusionConfig, ModelConfig, RunConfig
     from flatkit.diffusion import create_diffusion, diffusion_config_from_adm_flags
     from flatkit.results import file_sha256
-    from flatkit.run import Run
 
     made = build(spec)
     model = made.model if isinstance(made, Task) else made

@@ -338,9 +338,10 @@ def load_diffusers(
     ``diffusion_pytorch_model.<variant>.safetensors``. ``trust`` allows a full unpickle of a ``.bin`` that
     ``weights_only=True`` refuses.
     """
+    from flatkit.checkpoint import Run
     from flatkit.config import RunConfig
+    from flatkit.interop.weights import load_state, strip_prefixes
     from flatkit.results import file_sha256
-    from flatkit.run import Run, _load_state, strip_prefixes
 
     p = Path(path)
     unet_dir, sched_path = _locate(p)
@@ -362,7 +363,7 @@ def load_diffusers(
             raise UsageError(f"{cfg_path}: diffusers cannot build a UNet2DModel from it ({msg})") from None
     use_explicit_attention(model)
     where = str(files[0]) if len(files) == 1 else str(unet_dir)
-    _load_state(model, sd, where)
+    load_state(model, sd, where)
     model.eval()
     if device is not None:
         model.to(device)

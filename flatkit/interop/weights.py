@@ -1,4 +1,6 @@
-"""Reading a state dict from a file without running code: safetensors, or ``torch.load(weights_only=True)``."""
+"""State dicts: reading one from a file without running code (safetensors, or ``torch.load(weights_only=True)``),
+normalising its keys (:func:`strip_prefixes`) and loading it into a model with one clear error on a mismatch
+(:func:`load_state`). Shared by :func:`flatkit.load` and the loaders of :mod:`flatkit.interop`."""
 
 from __future__ import annotations
 
@@ -7,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from flatkit.errors import UsageError
 
 # keys under which training scripts commonly nest the model's state dict
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "ema", "module")
+# key prefixes added by wrappers: DataParallel / DDP (module.) and torch.compile (_orig_mod.)
+STRIP_PREFIXES = ("module.", "_orig_mod.")
 
 
 def is_state_dict(obj: Any) -> bool:
@@ -63,3 +68,43 @@ def read_state_dict(path: str | os.PathLike, name: str | None = None, trust: boo
     if not is_state_dict(obj):
         raise UsageError(f"{name}: not a state dict (a dict of parameter name -> tensor)")
     return obj
+
+
+def strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove ``module.`` (DataParallel / DDP) and ``_orig_mod.`` (torch.compile) key prefixes."""
+    out = {}
+    for k, v in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for p in STRIP_PREFIXES:
+                if k.startswith(p):
+                    k = k[len(p):]
+                    changed = True
+        out[k] = v
+    return out
+
+
+def load_state(model: nn.Module, sd: dict[str, torch.Tensor], path: str) -> None:
+    """``model.load_state_dict(sd, strict=True)`` after checking keys and shapes, failing with one line.
+
+    A mismatch raises :class:`~flatkit.errors.UsageError` naming ``path``, the number of missing and unexpected
+    keys (with an example of each) or the first tensor whose shape differs.
+    """
+    want = model.state_dict()
+    missing = [k for k in want if k not in sd]
+    unexpected = [k for k in sd if k not in want]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        raise UsageError(f"{path}: weights do not match the architecture: " + ", ".join(parts))
+    for k, v in want.items():
+        if tuple(sd[k].shape) != tuple(v.shape):
+            raise UsageError(
+                f"{path}: weights do not match the architecture: {k} has shape {tuple(sd[k].shape)}, "
+                f"expected {tuple(v.shape)}"
+            )
+    model.load_state_dict(sd, strict=True)
