@@ -97,7 +97,8 @@ def test_sample_command_writes_npz_png_json(tiny_run, tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
-    "args,name", [(["--sampling-steps", "5000"], "--sampling-steps"), (["--sampler", "ddpm", "--ddim-eta", "0.5"], "--ddim-eta")]
+    "args,name",
+    [(["--sampling-steps", "5000"], "--sampling-steps"), (["--sampler", "ddpm", "--ddim-eta", "0.5"], "--ddim-eta")],
 )
 def test_sample_bad_input_exits_2(tiny_run, tmp_path, args, name) -> None:
     r = CliRunner().invoke(main, ["sample", tiny_run.path, "--n", "2", *args, "--out", str(tmp_path / "x")])

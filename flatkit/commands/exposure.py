@@ -6,8 +6,8 @@ import click
 
 from flatkit.commands._common import (
     echo_written,
-    option_errors,
     models_options,
+    option_errors,
     precision_options,
     run_options,
     sampling_setup,

@@ -6,8 +6,8 @@ import click
 
 from flatkit.commands._common import (
     echo_written,
-    option_errors,
     load_models,
+    option_errors,
     precision_options,
     resolve_device,
     resolve_out_dir,
