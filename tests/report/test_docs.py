@@ -31,3 +31,17 @@ def test_example_commands_parse(tmp_path):
         assert cmd is not None, args
         cmd.make_context(args[0], args[1:])  # raises on an unknown option or a bad value
     assert (DOC.parent / "img" / "figures_perturb.png").is_file()
+
+
+def test_report_page_commands_parse(tmp_path):
+    """docs/report.md: its example is valid flatkit command lines, ending with ``flatkit report``."""
+    page = DOC.parent / "report.md"
+    block = re.search(r"```bash\n(.*?)```", page.read_text(), re.S).group(1)
+    lines = [shlex.split(ln, comments=True) for ln in block.splitlines()]
+    cmds = [ln[1:] for ln in lines if ln and ln[0] == "flatkit"]
+    assert [c[0] for c in cmds] == ["report", "hessian", "report"]
+    ctx = click.Context(main)
+    for args in cmds:
+        main.get_command(ctx, args[0]).make_context(args[0], args[1:])  # raises on an unknown option
+    readme = (DOC.parents[1] / "README.md").read_text()
+    assert "(docs/report.md)" in readme and "(report.md)" in (DOC.parent / "README.md").read_text()

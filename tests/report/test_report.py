@@ -9,48 +9,45 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flatkit.analyses.hessian import HessianResult
+from flatkit.analyses.landscape.core import LandscapeResult
+from flatkit.analyses.perturb import PerturbResult
+from flatkit.analyses.robustness.exposure import ExposureResult
+from flatkit.analyses.robustness.prior import PriorResult
+from flatkit.analyses.robustness.quantize import QuantizeResult
+from flatkit.analyses.sharpness import SharpnessResult
 from flatkit.errors import UsageError
 from flatkit.report import write_report
 from flatkit.report.figures import fmt
 
 
-def js(d: Path, name: str) -> dict:
-    return json.loads((d / f"{name}.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def report(result_dirs, tmp_path_factory):
-    out = tmp_path_factory.mktemp("rep")
-    rows = [(None, result_dirs["+SAM"]), ("+EMA", result_dirs["+EMA"]), (None, result_dirs["ADM"])]
-    return write_report(rows, out, title="Tiny report")
-
-
 def expected(d: Path) -> dict:
-    """The summary numbers, read straight from the result files (the definitions the report states)."""
+    """The summary numbers, read straight from the typed results (the definitions the report states)."""
     e: dict = {}
     if (d / "hessian.json").is_file():
-        h = js(d, "hessian")
-        e["lambda_max"] = h["top_eigenvalues"]["eigenvalues"][0]
-        e["trace"] = h["trace"]["estimate"]
+        h = HessianResult.load(d)
+        e["loss"] = h.loss[0]
+        e["lambda_max"] = h.eigenvalues[0][0]
+        e["trace"] = h.trace[0]
     if (d / "sharpness.json").is_file():
-        e["sharpness"] = js(d, "sharpness")["value"]
+        e["sharpness"] = SharpnessResult.load(d).value[0]
     if (d / "landscape.json").is_file():
-        z = np.load(d / "landscape.npz")
-        a, b, v = z["coords_a"], z["coords_b"], z["values"][0]
+        land = LandscapeResult.load(d)
+        a, b, v = land.coords_a, land.coords_b, land.values[0]
         A, B = np.meshgrid(a, b, indexing="ij")
         rr = np.hypot(A, B)
         r = min(-a.min(), a.max(), -b.min(), b.max())
-        e["landscape"] = float(np.mean(v[(rr > 0) & (rr <= r)] - js(d, "landscape")["loss_centre"][0]))
+        e["landscape"] = float(np.mean(v[(rr > 0) & (rr <= r)] - land.loss_centre[0]))
     if (d / "perturb.json").is_file():
-        e["perturb"] = js(d, "perturb")["mean"][0][-1]  # r = 0.1, the largest radius every arm has
+        e["perturb"] = PerturbResult.load(d).mean[0][-1]  # r = 0.1, the largest radius every arm has
     if (d / "prior.json").is_file():
-        e["prior_drift"] = js(d, "prior")["checkpoints"][0]["drift_mse"][1]  # mu = 0.5, the largest KL
+        e["prior_drift"] = PriorResult.load(d).drift_mse[0][1]  # mu = 0.5, the largest KL
     if (d / "exposure.json").is_file():
-        e["exposure_gap"] = js(d, "exposure")["gap_mean"]
+        e["exposure_gap"] = ExposureResult.load(d).gap_mean[0]
     if (d / "quantize.json").is_file():
-        q = js(d, "quantize")
-        e.update(quant_loss_8=q["loss_change"][0], quant_drift_8=q["drift_mse"][0], quant_loss_4=q["loss_change"][1],
-                 quant_drift_4=q["drift_mse"][1], quality=q["distance_fp"])  # T'=3 ddim: the column all arms have
+        q = QuantizeResult.load(d)
+        e.update(quant_loss_8=q.loss_change[0][0], quant_drift_8=q.drift_mse[0][0], quant_loss_4=q.loss_change[0][1],
+                 quant_drift_4=q.drift_mse[0][1], quality=q.distance_fp[0])  # T'=3 ddim: the column all arms have
     return e
 
 
@@ -64,11 +61,11 @@ def md_summary(md: str) -> tuple[list[str], list[list[str]]]:
 def test_summary_numbers_equal_the_result_files(report, result_dirs):
     assert [r["label"] for r in report.rows] == ["ADM", "+EMA", "+SAM"]  # the paper's order
     keys = [c.key for c in report.columns]
-    assert keys == ["lambda_max", "trace", "sharpness", "landscape", "perturb", "prior_drift", "exposure_gap",
+    assert keys == ["loss", "lambda_max", "trace", "sharpness", "landscape", "perturb", "prior_drift", "exposure_gap",
                     "quant_loss_8", "quant_drift_8", "quant_loss_4", "quant_drift_4", "quality"]
     doc = json.loads(report.json.read_text())
     headers, rows = md_summary(report.markdown.read_text())
-    assert headers[0] == "arm" and all("↓" in h for h in headers[1:])
+    assert headers[0] == "arm" and headers[1].startswith("L(θ) on the bank") and all("↓" in h for h in headers[2:])
     for row, md_row, jrow in zip(report.rows, rows, doc["rows"], strict=True):
         exp = expected(result_dirs[row["label"]])
         assert md_row[0] == row["label"]
@@ -95,13 +92,52 @@ def test_every_column_is_explained_and_figures_linked(report):
 
 
 def test_html_is_self_contained(report):
+    import html as H
+
     html = report.html.read_text()
     assert 'src="http' not in html and "<script src" not in html and "<link" not in html
     assert html.count("<img alt=") == len(json.loads(report.json.read_text())["figures"]) == 7
     assert len(re.findall(r"plotly\.js v\d", html)) == 1  # plotly.js inlined exactly once
     assert "Plotly.newPlot" in html
     for c in report.columns:
-        assert c.header.replace("'", "&#x27;") in html
+        assert H.escape(c.header, quote=False) in html
+
+
+def test_html_renders_the_markdown(report):
+    html = report.html.read_text()
+    body = html.split("<body>", 1)[1]
+    body = re.sub(r"<script.*?</script>", "", body, flags=re.S)
+    assert "**" not in body and "`" not in body  # bold and code spans rendered, not shown literally
+    assert "<strong>not FID</strong>" in body and "<code>hessian.json</code>" in body
+    assert "<h2>Summary (↓: lower is better)</h2>" in body and body.count("<table>") >= 2
+    assert "<li><strong>ADM</strong>: <code>" in body
+
+
+def test_csv_and_tex_hold_the_summary(report):
+    import csv
+
+    rows = list(csv.DictReader(report.csv.read_text().splitlines()))
+    keys = [c.key for c in report.columns]
+    assert [r["arm"] for r in rows] == ["ADM", "+EMA", "+SAM"]
+    for r, want in zip(rows, report.rows, strict=True):
+        for k in keys:
+            assert (float(r[k]) if r[k] else None) == (pytest.approx(want[k], rel=1e-15) if want[k] is not None
+                                                       else None), (r["arm"], k)
+        assert r["loss_source"] == "hessian"
+    tex = report.tex.read_text()
+    lines = tex.splitlines()
+    i, j, k = lines.index(r"\toprule"), lines.index(r"\midrule"), lines.index(r"\bottomrule")
+    assert i < j < k and k - j - 1 == 3  # one line per arm
+    head = lines[i + 1]
+    assert head.count("&") == len(keys) and head.endswith(r"\\")
+    assert r"$L(\theta)$ on the bank" in head and r"$\lambda_{\max}$ $\downarrow$" in head
+    assert r"\begin{tabular}{l" + "r" * len(keys) + "}" in tex
+    body = "\n".join(lines[i:k])
+    for bad in ("θ", "λ", "ε", "Δ", "↓", "†", "—", "μ"):
+        assert bad not in body, bad
+    text = re.sub(r"\$[^$]*\$", "", body)  # outside math: every special character escaped
+    assert not re.search(r"(?<!\\)[_%#]", text), "unescaped special character"
+    assert lines[j + 2].startswith("+EMA & ") and " & -- & " in lines[j + 2]  # +EMA has no sharpness
 
 
 def test_a_folder_without_results_is_refused(result_dirs, tmp_path):
