@@ -328,51 +328,74 @@ def _submodule_kind(params: set[str]) -> str:
     return "unknown"
 
 
-def infer_adm_config(state_dict: Mapping[str, Any], flags: Mapping[str, Any] | None = None, *,
-                     source: str = "state dict") -> InferredConfig:
-    """Infer an ADM UNet's :class:`ModelConfig` from its state dict (tensors or plain shapes) and flags.
+class _Shapes:
+    """A state dict's shapes by key, and the errors that name its ``source``."""
 
-    Determined by the shapes: ``in_channels``, ``num_channels``, ``learn_sigma`` (out channels = 2 x in),
-    ``num_res_blocks``, ``channel_mult``, ``resblock_updown`` (when there is more than one level),
-    ``use_scale_shift_norm`` (embedding projection of 2 x width), the levels holding attention and
-    ``num_classes``.
-    Not determined: ``image_size`` (only up to the attention resolutions; required in ``flags``), the head
-    settings and ``dropout`` (taken from ``flags``, else ADM defaults listed in ``assumed``). Flags that
-    contradict the shapes raise :class:`UsageError` naming the flag; ``source`` names the file in messages.
-    """
-    given = normalize_adm_flags(flags)
-    shapes = {str(k): _shape_of(v) for k, v in state_dict.items()}
+    def __init__(self, state_dict: Mapping[str, Any], source: str) -> None:
+        self.source = source
+        self.by_key = {str(k): _shape_of(v) for k, v in state_dict.items()}
 
-    def shape(key: str) -> tuple[int, ...]:
-        if key not in shapes:
-            prefixed = [k[: -len(key)] for k in shapes if k.endswith("." + key)]
+    def __contains__(self, key: str) -> bool:
+        return key in self.by_key
+
+    def __call__(self, key: str) -> tuple[int, ...]:
+        if key not in self.by_key:
+            prefixed = [k[: -len(key)] for k in self.by_key if k.endswith("." + key)]
             hint = f"; its keys carry the prefix {prefixed[0]!r}" if prefixed else ""
-            raise UsageError(f"{source}: not an ADM UNet state dict (no key {key!r}{hint})")
-        return shapes[key]
+            raise UsageError(f"{self.source}: not an ADM UNet state dict (no key {key!r}{hint})")
+        return self.by_key[key]
 
-    def layout_error(what: str) -> UsageError:
-        return UsageError(f"{source}: not an ADM UNet layout ({what})")
+    def layout_error(self, what: str) -> UsageError:
+        return UsageError(f"{self.source}: not an ADM UNet layout ({what})")
 
-    # Widths of the time embedding and of the stem / head convs.
-    te = shape("time_embed.0.weight")
+    def res_width(self, part: str, i: int) -> int:
+        """The output width of the ResBlock opening block ``i`` of ``part`` (its last conv)."""
+        return self(f"{part}.{i}.0.out_layers.3.weight")[0]
+
+
+@dataclass
+class _Layout:
+    """What an ADM UNet state dict's shapes determine."""
+
+    in_channels: int
+    num_channels: int
+    learn_sigma: bool
+    num_res_blocks: int
+    n_levels: int
+    widths: list[int]  # per level
+    mults: list[float]  # widths / num_channels
+    attn_levels: set[int]  # downsampling rates 2**level of the levels holding attention
+    resblock_updown: bool | None  # None: a single level, nothing to tell
+    use_scale_shift_norm: bool
+    num_classes: int | None
+
+
+def _stem(sh: _Shapes) -> tuple[int, tuple[int, ...], bool]:
+    """``num_channels``, the input conv's shape and ``learn_sigma``, from the time embedding and the stem / head
+    convs."""
+    te = sh("time_embed.0.weight")
     mc = te[1]
     if te != (4 * mc, mc):
-        raise layout_error(f"time_embed.0.weight has shape {list(te)}")
-    conv_in = shape("input_blocks.0.0.weight")
+        raise sh.layout_error(f"time_embed.0.weight has shape {list(te)}")
+    conv_in = sh("input_blocks.0.0.weight")
     if len(conv_in) != 4:
-        raise UsageError(f"{source}: only 2-D image UNets are supported (input conv shape {list(conv_in)})")
+        raise UsageError(f"{sh.source}: only 2-D image UNets are supported (input conv shape {list(conv_in)})")
     in_channels = conv_in[1]
-    out_channels = shape("out.2.weight")[0]
+    out_channels = sh("out.2.weight")[0]
     if out_channels == in_channels:
         learn_sigma = False
     elif out_channels == 2 * in_channels:
         learn_sigma = True
     else:
-        raise layout_error(f"{out_channels} output channels for {in_channels} input channels")
+        raise sh.layout_error(f"{out_channels} output channels for {in_channels} input channels")
+    return mc, conv_in, learn_sigma
 
-    # Group the block parameters: blocks[part][i][j] = names of submodule j of block i.
+
+def _block_kinds(sh: _Shapes) -> dict[str, dict[int, list[str]]]:
+    """kinds[part][i] = the kinds of the submodules of block i (``res``, ``attn``, ...), input and output
+    blocks alike in number."""
     blocks: dict[str, dict[int, dict[int, set[str]]]] = {"input_blocks": {}, "output_blocks": {}}
-    for key in shapes:
+    for key in sh.by_key:
         m = _BLOCK_KEY.match(key)
         if m:
             part, i, j, rest = m.group(1), int(m.group(2)), int(m.group(3)), m.group(4)
@@ -382,83 +405,122 @@ def infer_adm_config(state_dict: Mapping[str, Any], flags: Mapping[str, Any] | N
     n_out = max(kinds["output_blocks"], default=-1) + 1
     n_in = max(kinds["input_blocks"], default=-1) + 1
     if n_out == 0 or n_in != n_out or any(i not in kinds["output_blocks"] for i in range(n_out)):
-        raise layout_error(f"{n_in} input blocks and {n_out} output blocks")
+        raise sh.layout_error(f"{n_in} input blocks and {n_out} output blocks")
+    return kinds
 
-    # Output blocks: (num_res_blocks + 1) per level; the last of every level but the top one upsamples.
-    out_kinds = kinds["output_blocks"]
+
+def _output_levels(sh: _Shapes, out_kinds: dict[int, list[str]], n_out: int) -> tuple[int, int, bool | None]:
+    """``num_res_blocks``, the number of levels and ``resblock_updown`` (None for one level) from the output
+    blocks: (num_res_blocks + 1) per level, the last of every level but the top one upsampling."""
     ups = [i for i in range(n_out) if out_kinds[i][-1] == "upsample" or out_kinds[i].count("res") == 2]
     nrb = n_out - 1 if not ups else ups[0]
     if nrb < 1 or n_out % (nrb + 1):
-        raise layout_error("cannot split the output blocks into levels")
+        raise sh.layout_error("cannot split the output blocks into levels")
     n_levels = n_out // (nrb + 1)
     if ups != [(nrb + 1) * j + nrb for j in range(n_levels - 1)]:
-        raise layout_error("upsampling blocks are not at the end of each level")
+        raise sh.layout_error("upsampling blocks are not at the end of each level")
     updown_kinds = {"res" if out_kinds[i].count("res") == 2 else "upsample" for i in ups}
     if len(updown_kinds) > 1:
-        raise layout_error("mixed upsampling blocks")
-    resblock_updown = ("res" in updown_kinds) if ups else None
+        raise sh.layout_error("mixed upsampling blocks")
+    return nrb, n_levels, ("res" in updown_kinds) if ups else None
 
-    # Widths per level (from the first conv of each output block's ResBlock) and the attention levels.
-    def out_width(part: str, i: int) -> int:
-        return shape(f"{part}.{i}.0.out_layers.3.weight")[0]
 
+def _decoder_widths(
+    sh: _Shapes, out_kinds: dict[int, list[str]], n_out: int, nrb: int, n_levels: int
+) -> tuple[list[int], set[int]]:
+    """The width of each level (from the first conv of each output block's ResBlock) and the decoder's
+    attention levels (as downsampling rates)."""
     widths: list[int] = [0] * n_levels
     attn_out: set[int] = set()
     for i in range(n_out):
         level = n_levels - 1 - i // (nrb + 1)
         if out_kinds[i][0] != "res":
-            raise layout_error(f"output block {i} does not start with a ResBlock")
-        w = out_width("output_blocks", i)
+            raise sh.layout_error(f"output block {i} does not start with a ResBlock")
+        w = sh.res_width("output_blocks", i)
         if i % (nrb + 1) == 0:
             widths[level] = w
         elif w != widths[level]:
-            raise layout_error(f"output block {i} has width {w}, its level {widths[level]}")
+            raise sh.layout_error(f"output block {i} has width {w}, its level {widths[level]}")
         if len(out_kinds[i]) > 1 and out_kinds[i][1] == "attn":
             attn_out.add(2 ** level)
+    return widths, attn_out
+
+
+def _encoder_attention(
+    sh: _Shapes, in_kinds: dict[int, list[str]], nrb: int, n_levels: int, widths: list[int]
+) -> set[int]:
+    """The encoder's attention levels (as downsampling rates), its ResBlocks checked against the widths."""
     attn_in: set[int] = set()
-    in_kinds = kinds["input_blocks"]
     for level in range(n_levels):
         has_attn = []
         for j in range(nrb):
             i = 1 + level * (nrb + 1) + j
-            if i not in in_kinds or in_kinds[i][0] != "res" or out_width("input_blocks", i) != widths[level]:
-                raise layout_error(f"input block {i} is not a ResBlock of width {widths[level]}")
+            if i not in in_kinds or in_kinds[i][0] != "res" or sh.res_width("input_blocks", i) != widths[level]:
+                raise sh.layout_error(f"input block {i} is not a ResBlock of width {widths[level]}")
             has_attn.append(len(in_kinds[i]) > 1 and in_kinds[i][1] == "attn")
         if any(has_attn) != all(has_attn):
-            raise layout_error(f"attention in only some blocks of level {level}")
+            raise sh.layout_error(f"attention in only some blocks of level {level}")
         if all(has_attn):
             attn_in.add(2 ** level)
+    return attn_in
+
+
+def _infer_layout(sh: _Shapes) -> _Layout:
+    """Everything the state dict's key names and shapes determine (layout errors raise)."""
+    mc, conv_in, learn_sigma = _stem(sh)
+    kinds = _block_kinds(sh)
+    out_kinds = kinds["output_blocks"]
+    n_out = max(out_kinds) + 1
+    nrb, n_levels, resblock_updown = _output_levels(sh, out_kinds, n_out)
+    widths, attn_out = _decoder_widths(sh, out_kinds, n_out, nrb, n_levels)
+    attn_in = _encoder_attention(sh, kinds["input_blocks"], nrb, n_levels, widths)
     if attn_in != attn_out:
-        raise layout_error("encoder and decoder hold attention at different levels")
-    if "middle_block.1.qkv.weight" not in shapes:
-        raise layout_error("no attention in the middle block")
+        raise sh.layout_error("encoder and decoder hold attention at different levels")
+    if "middle_block.1.qkv.weight" not in sh:
+        raise sh.layout_error("no attention in the middle block")
     if conv_in[0] != widths[0]:
-        raise layout_error(f"input conv width {conv_in[0]} differs from level 0 width {widths[0]}")
+        raise sh.layout_error(f"input conv width {conv_in[0]} differs from level 0 width {widths[0]}")
     mults = [w / mc for w in widths]
     if any(int(m * mc) != w for m, w in zip(mults, widths, strict=True)):
-        raise layout_error(f"widths {widths} are not multiples of num_channels {mc}")
-    emb_out = shape("input_blocks.1.0.emb_layers.1.weight")[0]
+        raise sh.layout_error(f"widths {widths} are not multiples of num_channels {mc}")
+    emb_out = sh("input_blocks.1.0.emb_layers.1.weight")[0]
     if emb_out not in (widths[0], 2 * widths[0]):
-        raise layout_error(f"embedding projection of {emb_out} for width {widths[0]}")
-    use_scale_shift_norm = emb_out == 2 * widths[0]
-    num_classes = shapes["label_emb.weight"][0] if "label_emb.weight" in shapes else None
+        raise sh.layout_error(f"embedding projection of {emb_out} for width {widths[0]}")
+    return _Layout(
+        in_channels=conv_in[1],
+        num_channels=mc,
+        learn_sigma=learn_sigma,
+        num_res_blocks=nrb,
+        n_levels=n_levels,
+        widths=widths,
+        mults=mults,
+        attn_levels=attn_in,
+        resblock_updown=resblock_updown,
+        use_scale_shift_norm=emb_out == 2 * widths[0],
+        num_classes=sh.by_key["label_emb.weight"][0] if "label_emb.weight" in sh else None,
+    )
 
-    # What the shapes say, checked against the flags that were given.
+
+def _check_determined(lay: _Layout, given: dict[str, Any], source: str) -> None:
+    """Refuse a flag that contradicts what the shapes say."""
     determined: dict[str, Any] = {
-        "in_channels": in_channels,
-        "num_channels": mc,
-        "num_res_blocks": nrb,
-        "learn_sigma": learn_sigma,
-        "use_scale_shift_norm": use_scale_shift_norm,
-        "class_cond": num_classes is not None,
+        "in_channels": lay.in_channels,
+        "num_channels": lay.num_channels,
+        "num_res_blocks": lay.num_res_blocks,
+        "learn_sigma": lay.learn_sigma,
+        "use_scale_shift_norm": lay.use_scale_shift_norm,
+        "class_cond": lay.num_classes is not None,
     }
-    if resblock_updown is not None:
-        determined["resblock_updown"] = resblock_updown
-    determined["num_classes"] = num_classes
+    if lay.resblock_updown is not None:
+        determined["resblock_updown"] = lay.resblock_updown
+    determined["num_classes"] = lay.num_classes
     for name, value in determined.items():
         if name in given and given[name] != value:
             raise UsageError(f"{name}: flag says {given[name]!r} but {source} has {value!r}")
 
+
+def _image_size(given: dict[str, Any], n_levels: int, source: str) -> int:
+    """``image_size`` from the flags (the shapes do not determine it), checked against the number of levels."""
     if "image_size" not in given:
         raise UsageError(
             f"{source}: the state dict does not determine image_size: pass --adm-flags with image_size"
@@ -468,44 +530,49 @@ def infer_adm_config(state_dict: Mapping[str, Any], flags: Mapping[str, Any] | N
         raise UsageError(
             f"image_size: {image_size} is not divisible by {2 ** (n_levels - 1)} ({n_levels} levels)"
         )
+    return image_size
+
+
+def _channel_mult(given: dict[str, Any], image_size: int, mults: list[float], source: str) -> str:
+    """The canonical ``channel_mult`` of the shapes, a contradicting flag refused."""
     channel_mult = format_channel_mult(mults)
     if "channel_mult" in given and (given["channel_mult"] != "" or image_size in ADM_DEFAULT_CHANNEL_MULT):
         flag_mults = parse_channel_mult(given["channel_mult"], image_size)
         if [float(m) for m in flag_mults] != [float(m) for m in mults]:
             raise UsageError(f"channel_mult: flag gives {format_channel_mult(flag_mults)} but {source} has "
                              f"{channel_mult}")
+    return channel_mult
 
-    attn_ds = sorted(attn_in)
-    level_ds = {2 ** lv for lv in range(n_levels)}
-    if "attention_resolutions" in given:
-        flag_res = parse_attention_resolutions(given["attention_resolutions"])
-        if {image_size // r for r in flag_res} & level_ds != attn_in:
-            shown = _canonical_resolutions(image_size // d for d in attn_ds) or "none"
-            raise UsageError(f"attention_resolutions: flag gives {given['attention_resolutions']!r} but "
-                             f"{source} has attention at resolutions {shown} (image_size {image_size})")
-        attention_resolutions = _canonical_resolutions(flag_res)
-    else:
-        attention_resolutions = _canonical_resolutions(image_size // d for d in attn_ds)
 
-    # What the shapes do not say: flags, else ADM's defaults (reported).
-    assumed: dict[str, Any] = {}
+def _attention_resolutions(given: dict[str, Any], image_size: int, lay: _Layout, source: str) -> str:
+    """The canonical ``attention_resolutions``: the flag's (resolutions with no level of their own are kept,
+    as ADM ignores them) if it agrees with the shapes, else the shapes' (no flag)."""
+    attn_ds = sorted(lay.attn_levels)
+    level_ds = {2 ** lv for lv in range(lay.n_levels)}
+    if "attention_resolutions" not in given:
+        return _canonical_resolutions(image_size // d for d in attn_ds)
+    flag_res = parse_attention_resolutions(given["attention_resolutions"])
+    if {image_size // r for r in flag_res} & level_ds != lay.attn_levels:
+        shown = _canonical_resolutions(image_size // d for d in attn_ds) or "none"
+        raise UsageError(f"attention_resolutions: flag gives {given['attention_resolutions']!r} but "
+                         f"{source} has attention at resolutions {shown} (image_size {image_size})")
+    return _canonical_resolutions(flag_res)
 
-    def pick(name: str) -> Any:
-        if name in given:
-            return given[name]
-        assumed[name] = ADM_MODEL_FLAG_DEFAULTS[name]
-        return assumed[name]
 
-    num_heads = pick("num_heads")
-    num_head_channels = pick("num_head_channels")
-    num_heads_upsample = pick("num_heads_upsample")
-    use_new_attention_order = pick("use_new_attention_order")
-    dropout = pick("dropout")
-    if resblock_updown is None:
-        resblock_updown = pick("resblock_updown")
+def _pick(given: dict[str, Any], assumed: dict[str, Any], name: str) -> Any:
+    """The flag ``name`` if given, else ADM's default, recorded in ``assumed``."""
+    if name in given:
+        return given[name]
+    assumed[name] = ADM_MODEL_FLAG_DEFAULTS[name]
+    return assumed[name]
 
-    # The head settings must at least be possible for every attention block's width.
+
+def _check_heads(
+    lay: _Layout, num_heads: int, num_head_channels: int, num_heads_upsample: int, assumed: dict[str, Any]
+) -> None:
+    """The head settings must at least be possible for every attention block's width."""
     hint = " (assumed ADM default: pass it in --adm-flags)"
+    widths, attn_ds = lay.widths, sorted(lay.attn_levels)
     attn_widths = {"num_heads": {widths[int(d).bit_length() - 1] for d in attn_ds} | {widths[-1]},
                    "num_heads_upsample": {widths[int(d).bit_length() - 1] for d in attn_ds}}
     for w in sorted(attn_widths["num_heads"] | attn_widths["num_heads_upsample"]):
@@ -520,23 +587,55 @@ def infer_adm_config(state_dict: Mapping[str, Any], flags: Mapping[str, Any] | N
                 raise UsageError(f"{name}: {heads} heads do not divide the attention width {w}"
                                  + (hint if name in assumed else ""))
 
+
+def infer_adm_config(state_dict: Mapping[str, Any], flags: Mapping[str, Any] | None = None, *,
+                     source: str = "state dict") -> InferredConfig:
+    """Infer an ADM UNet's :class:`ModelConfig` from its state dict (tensors or plain shapes) and flags.
+
+    Determined by the shapes: ``in_channels``, ``num_channels``, ``learn_sigma`` (out channels = 2 x in),
+    ``num_res_blocks``, ``channel_mult``, ``resblock_updown`` (when there is more than one level),
+    ``use_scale_shift_norm`` (embedding projection of 2 x width), the levels holding attention and
+    ``num_classes``.
+    Not determined: ``image_size`` (only up to the attention resolutions; required in ``flags``), the head
+    settings and ``dropout`` (taken from ``flags``, else ADM defaults listed in ``assumed``). Flags that
+    contradict the shapes raise :class:`UsageError` naming the flag; ``source`` names the file in messages.
+    """
+    given = normalize_adm_flags(flags)
+    lay = _infer_layout(_Shapes(state_dict, source))
+    _check_determined(lay, given, source)
+    image_size = _image_size(given, lay.n_levels, source)
+    channel_mult = _channel_mult(given, image_size, lay.mults, source)
+    attention_resolutions = _attention_resolutions(given, image_size, lay, source)
+
+    # What the shapes do not say: flags, else ADM's defaults (reported).
+    assumed: dict[str, Any] = {}
+    num_heads = _pick(given, assumed, "num_heads")
+    num_head_channels = _pick(given, assumed, "num_head_channels")
+    num_heads_upsample = _pick(given, assumed, "num_heads_upsample")
+    use_new_attention_order = _pick(given, assumed, "use_new_attention_order")
+    dropout = _pick(given, assumed, "dropout")
+    resblock_updown = lay.resblock_updown
+    if resblock_updown is None:
+        resblock_updown = _pick(given, assumed, "resblock_updown")
+    _check_heads(lay, num_heads, num_head_channels, num_heads_upsample, assumed)
+
     cfg = ModelConfig(
         arch="adm_unet",
         image_size=image_size,
-        in_channels=in_channels,
-        num_channels=mc,
-        num_res_blocks=nrb,
+        in_channels=lay.in_channels,
+        num_channels=lay.num_channels,
+        num_res_blocks=lay.num_res_blocks,
         channel_mult=channel_mult,
         attention_resolutions=attention_resolutions,
         num_heads=num_heads,
         num_head_channels=num_head_channels,
         num_heads_upsample=num_heads_upsample,
-        use_scale_shift_norm=use_scale_shift_norm,
+        use_scale_shift_norm=lay.use_scale_shift_norm,
         resblock_updown=resblock_updown,
         use_new_attention_order=use_new_attention_order,
         dropout=dropout,
-        learn_sigma=learn_sigma,
-        num_classes=num_classes,
+        learn_sigma=lay.learn_sigma,
+        num_classes=lay.num_classes,
     )
     return InferredConfig(config=cfg, assumed=assumed)
 
