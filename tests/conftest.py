@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -25,3 +27,76 @@ def _one_intra_op_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def write_checkpoint(
+    path: str | Path,
+    preset: str | None = "tiny",
+    *,
+    seed: int = 0,
+    noise: float = 0.02,
+    noise_seed: int | None = None,
+    model: object = None,
+    diffusion: object = None,
+    data: str = "builtin:shapes16",
+    others: dict[str, object] | None = None,
+    step: int = 0,
+    ema_rates: list[float] | None = None,
+    train: dict | None = None,
+) -> Path:
+    """Write a small untrained checkpoint in the trainer's format and return its path.
+
+    ``preset`` names the model and diffusion configs; ``model`` / ``diffusion`` replace them (a config) or change
+    fields of the preset's (a dict). The raw weights are ``build_model(seed=seed)``'s, every floating tensor moved
+    off its init by ``noise * N(0, 1)`` (ADM zero-initialises its output layers, so an unmoved model's loss does not
+    depend on most weights) drawn from a generator seeded ``noise_seed`` (default ``seed``). ``others`` adds weight
+    sets by name: a float ``s`` is raw + ``s * N(0, 1)`` drawn on from the same generator (0: raw's own tensors),
+    a callable maps the raw state dict to that set.
+    """
+    from flatkit.checkpoint import make_checkpoint, save_checkpoint
+    from flatkit.config import RunConfig
+    from flatkit.models.presets import build_model, get_preset
+
+    cfg_m, cfg_d = get_preset(preset) if preset is not None else (None, None)
+    cfg_m = dataclasses.replace(cfg_m, **model) if isinstance(model, dict) else model or cfg_m
+    cfg_d = dataclasses.replace(cfg_d, **diffusion) if isinstance(diffusion, dict) else diffusion or cfg_d
+    g = torch.Generator().manual_seed(seed if noise_seed is None else noise_seed)
+
+    def moved(sd: dict, scale: float) -> dict:
+        if not scale:
+            return sd
+        return {k: v + scale * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+                for k, v in sd.items()}
+
+    raw = moved(build_model(cfg_m, seed=seed).state_dict(), noise)
+    weights = {"raw": raw}
+    for name, how in (others or {}).items():
+        weights[name] = how(raw) if callable(how) else moved(raw, how)
+    path = Path(path)
+    ck = make_checkpoint(RunConfig(model=cfg_m, diffusion=cfg_d, data=data), weights, step=step,
+                         ema_rates=ema_rates, train=train)
+    save_checkpoint(ck, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_ckpt():
+    """``make_ckpt(path, preset="tiny", **options) -> path``: :func:`write_checkpoint` (any scope may use it)."""
+    return write_checkpoint
+
+
+@pytest.fixture(scope="session")
+def shared_ckpt(tmp_path_factory):
+    """``shared_ckpt(preset="tiny", **options) -> path``: :func:`write_checkpoint`'s checkpoint for these options,
+    written once per session in a folder of its own. Shared by every test that asks for it: read it, never write
+    next to it."""
+    cache: dict[str, Path] = {}
+
+    def get(preset: str | None = "tiny", **options) -> Path:
+        key = repr((preset, sorted(options.items())))
+        if key not in cache:
+            name = f"{preset or 'model'}{options.get('seed', 0)}"
+            cache[key] = write_checkpoint(tmp_path_factory.mktemp("ckpt") / f"{name}.pt", preset, **options)
+        return cache[key]
+
+    return get
