@@ -114,7 +114,7 @@ def test_a_corrupt_result_is_named(folders, tmp_path):
     assert r.exit_code == 2
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"flatkit report: error: {bad / 'hessian.json'}: corrupt hessian")
-    (bad / "hessian.json").write_text('{"no_such_field": 1}')
+    (bad / "hessian.json").write_text('[1, 2]')  # not a result object
     r = cli("report", bad, "--out", tmp_path / "o")
     assert r.exit_code == 2 and "corrupt hessian result" in r.output
 
