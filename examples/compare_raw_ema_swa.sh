@@ -41,7 +41,7 @@ flatkit hessian "$C" --compare ema,swa --top-k "$TOPK" --tol 1e-2 --trace --trac
 flatkit landscape "$C" --compare ema,swa --labels raw,EMA,SWA --points "$POINTS" --n-eval "$NEVAL" \
   --out "$OUT/landscape"
 for w in raw ema swa; do
-  flatkit perturb "$C" --weights "$w" --k "$K" --n-eval "$NEVAL" --out "$OUT/results/$w"
+  flatkit perturb "$C" --weights "$w" --n-directions "$K" --n-eval "$NEVAL" --out "$OUT/results/$w"
 done
 flatkit figures "$OUT/results/raw" "$OUT/results/ema" "$OUT/results/swa" --out "$OUT/figures"
 

@@ -115,9 +115,9 @@ analyse_arm() {  # $1: RUN:WEIGHTS
   # flatness
   fk hessian "$c" "${a[@]}" "${bank[@]}" --top-k "$TOPK" --tol 1e-2 --trace --trace-rtol 0.05 \
     --trace-max-hvps "$TRACE_HVPS"
-  flatkit sharpness "$c" "${a[@]}" "${bank[@]}" --kind keskar --eps 1e-3 --steps "$SHARP_STEPS"
+  flatkit sharpness "$c" "${a[@]}" "${bank[@]}" --kind keskar --eps 1e-3 --ascent-steps "$SHARP_STEPS"
   fk landscape "$c" "${a[@]}" "${bank[@]}" --points "$POINTS"
-  fk perturb "$c" "${a[@]}" "${bank[@]}" --radii "$RADII" --k "$PERTURB_K"
+  fk perturb "$c" "${a[@]}" "${bank[@]}" --radii "$RADII" --n-directions "$PERTURB_K"
   # what flatness buys
   flatkit prior "$c" "${a[@]}" "${samp[@]}" --shift 0,0.5 --scale 1,1.2 --n-ref "$N_REF" --n-eval "$NEVAL"
   flatkit exposure "$c" "${a[@]}" "${samp[@]}"
