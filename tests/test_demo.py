@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from flatkit.analyses.hessian import HessianResult
 from flatkit.demo import ARMS, BUDGETS, measure_tasks
+from flatkit.report.collect import load_result
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,21 +53,26 @@ def test_demo_writes_the_report_of_nine_arms(smoke):
     assert "data:image/png;base64," in html
     assert not re.search(r"<script[^>]+src=[\"']?https?:", html)  # plotly inlined, nothing from the network
     # every arm got every measure, from the checkpoint of its own training run
-    for arm, weights, _ in ARMS:
+    for arm, weights, label in ARMS:
         d = out / "results" / f"{arm}-{weights}"
         for name in ("hessian", "sharpness", "landscape", "perturb", "prior", "exposure", "quantize"):
-            res = json.loads((d / f"{name}.json").read_text())
-            assert res["meta"]["checkpoint"].endswith(f"train/{arm}/ckpt.pt"), name
-            w = res["meta"].get("weights")
+            res = load_result(d, name)
+            assert res.labels == [label], name
+            assert res.meta["checkpoint"].endswith(f"train/{arm}/ckpt.pt"), name
+            assert res.meta["checkpoints"][0]["checkpoint_sha256"] == res.meta["checkpoint_sha256"], name
+            w = res.meta.get("weights")
             assert w is None or w.startswith(weights), (name, w)
-    # the report's numbers are the result files' numbers
+    # the report's numbers are the result files' numbers, L(θ) beside the flatness ones
     rep = json.loads((out / "report.json").read_text())
+    assert [c["key"] for c in rep["columns"]][:3] == ["loss", "lambda_max", "trace"]
     for arm, weights, label in ARMS:
-        h = json.loads((out / "results" / f"{arm}-{weights}" / "hessian.json").read_text())
+        h = HessianResult.load(out / "results" / f"{arm}-{weights}")
         row = next(x for x in rep["rows"] if x["label"] == label)
-        lam = h["top_eigenvalues"]["eigenvalues"][0]
+        lam = h.lambda_max[0]
         assert row["lambda_max"] == pytest.approx(lam, rel=1e-12)
-        assert f"{lam:.4g}" in rows[label][0]
+        assert row["loss"] == pytest.approx(h.loss[0], rel=1e-12)
+        assert f"{lam:.4g}" in rows[label][1]
+    assert (out / "summary.csv").is_file() and (out / "summary.tex").is_file()
     # the three trainings reached the budget's steps and track EMA and SWA
     for arm in ("plain", "sam", "ip"):
         tj = json.loads((out / "train" / arm / "train.json").read_text())
