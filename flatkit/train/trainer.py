@@ -24,6 +24,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -37,7 +38,7 @@ from flatkit.train.averaging import EMA, SWA
 from flatkit.train.metrics import MetricsWindow, append_metrics, truncate_metrics
 from flatkit.train.sam import SAM
 from flatkit.train.schedules import RHO_SCHEDULES, lr_at, rho_at
-from flatkit.train.step import AMP_MODES, Batch, train_step
+from flatkit.train.step import AMP_MODES, Batch, StepResult, train_step
 from flatkit.train.timestep_sampler import TIMESTEP_SAMPLERS, create_timestep_sampler
 
 #: Settings a resume may change; any other difference refuses the resume.
@@ -110,6 +111,14 @@ def _positive(name: str, value, allow_zero: bool = False) -> None:
 def validate_config(cfg: TrainConfig) -> TrainConfig:
     """Check every field; returns a copy with the data spec normalised (absolute paths). Raises UsageError."""
     cfg = dataclasses.replace(cfg, ema=[float(r) for r in cfg.ema])
+    cfg = _with_preset_defaults(cfg)
+    _check_numbers(cfg)
+    _check_choices(cfg)
+    return _with_normalised_data(cfg)
+
+
+def _with_preset_defaults(cfg: TrainConfig) -> TrainConfig:
+    """``lr``, ``rho_schedule`` and ``rho_warmup`` left None filled in from the (resolved) preset."""
     from flatkit.data import spec_kind
     from flatkit.models.presets import PRESET_LR, PRESET_RHO_WARMUP
 
@@ -124,6 +133,11 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
         cfg = dataclasses.replace(cfg, rho_schedule="linear" if ramp else "constant")
     if cfg.rho_warmup is None:
         cfg = dataclasses.replace(cfg, rho_warmup=ramp if cfg.rho_schedule == "linear" else 0)
+    return cfg
+
+
+def _check_numbers(cfg: TrainConfig) -> None:
+    """The numeric fields: signs, ranges, EMA rates, the SWA start."""
     for name in ("steps", "batch_size", "save_every", "log_every", "swa_every", "sample_steps"):
         _positive(name.replace("_", "-"), getattr(cfg, name))
     for name in ("lr",):
@@ -142,6 +156,10 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
         raise UsageError(f"--ema: a rate is given twice ({', '.join(f'{r:g}' for r in cfg.ema)})")
     if cfg.swa_start is not None and cfg.swa_start < 1:
         raise UsageError(f"--swa-start: must be >= 1, got {cfg.swa_start}")
+
+
+def _check_choices(cfg: TrainConfig) -> None:
+    """The named choices (AMP mode, rho schedule, timestep sampler) and the SAM options that need a radius."""
     if cfg.amp not in AMP_MODES:
         raise UsageError(f"--amp: unknown mode {cfg.amp!r} (choose from {', '.join(AMP_MODES)})")
     if cfg.rho_schedule not in RHO_SCHEDULES:
@@ -155,6 +173,9 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
         )
     if (cfg.sam_adaptive or cfg.rho_schedule != "constant") and cfg.sam_rho == 0:
         raise UsageError("--sam-adaptive / --rho-schedule: need --sam-rho > 0")
+
+
+def _with_normalised_data(cfg: TrainConfig) -> TrainConfig:
     try:
         from flatkit.data.spec import normalise_spec
     except ImportError:  # pragma: no cover - the data package normalises when present
@@ -311,29 +332,42 @@ def train(
         torch.set_num_threads(threads_before)
 
 
+@dataclass
+class _Training:
+    """What a training run carries from step to step, all of it saved in its checkpoints."""
+
+    cfg: TrainConfig
+    out: Path
+    main: bool  # this process writes the files (rank 0 under torchrun)
+    preset: str
+    run_config: RunConfig
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    sam: SAM | None
+    ema: EMA
+    swa: SWA | None
+    sampler: Any  # the timestep sampler
+    gens: dict[str, torch.Generator]
+    order: DataOrder
+    window: MetricsWindow
+    step: int = 0
+    elapsed: float = 0.0
+
+    def rho(self, at_step: int) -> float:
+        """SAM's radius at ``at_step`` (0 without SAM)."""
+        cfg = self.cfg
+        return rho_at(at_step, cfg.sam_rho, cfg.rho_schedule, cfg.rho_warmup) if self.sam is not None else 0.0
+
+
 def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bool, progress: bool) -> Path:
     from flatkit.data import load_dataset
     from flatkit.diffusion import create_diffusion
-    from flatkit.models.presets import build_model
 
     cfg = validate_config(config)
     out = Path(out_dir)
     _check_out_dir(out, resume, overwrite)
-    ckpt = None
-    if resume:
-        ckpt = read_pt(out / "ckpt.pt")
-        if not is_flatkit_checkpoint(ckpt) or "config" not in ckpt.get("train", {}):
-            raise UsageError(f"--resume: {out / 'ckpt.pt'} is not a flatkit training checkpoint")
-        old = ckpt["train"]["config"]
-        diff = changed_fields(old, dataclasses.asdict(cfg))
-        if diff:
-            raise UsageError(
-                f"--resume: the configuration differs from the run in {out} ({'; '.join(diff)}); "
-                "only --steps, --save-every, --log-every, --keep-checkpoints, --device, --threads "
-                "and the sample options may change"
-            )
-        if int(ckpt["step"]) > cfg.steps:
-            raise UsageError(f"--steps {cfg.steps}: the run in {out} is already at step {ckpt['step']}")
+    ckpt = _resume_checkpoint(out, cfg) if resume else None
     device = resolve_device(cfg.device)
     dist.init()  # under torchrun: DDP over the ranks, rank 0 writes (no-op in one process)
     shard = dist.TrainSharding(cfg.batch_size, cfg.sam_sync)
@@ -348,11 +382,57 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
         )
     preset, model_cfg, diffusion_cfg = resolve_model(cfg, dataset.kind, tuple(dataset.sample_shape))
     diffusion = create_diffusion(diffusion_cfg)
-    T = int(diffusion.num_timesteps)
-    model = build_model(model_cfg, seed=cfg.seed, device=device)
-    model.train()
     run_config = RunConfig(model=model_cfg, diffusion=diffusion_cfg, data=cfg.data, source="flatkit")
+    tr = _new_training(cfg, out, main, preset, run_config, int(diffusion.num_timesteps), len(dataset), device)
 
+    dist.barrier()  # every rank has checked --out and read the checkpoint before rank 0 writes
+    if ckpt is not None:
+        _restore(tr, ckpt)
+    elif main:
+        out.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            _clear_run_files(out)
+    if main:
+        _write_train_json(tr, device, resumed=ckpt is not None)
+
+    lr, rho = _run_steps(tr, diffusion, shard, dataset, device, progress)
+    if tr.window.steps > 0:
+        _log_line(tr, tr.step, lr, rho, partial=True)  # after the checkpoint, which keeps the window's sums
+
+    if cfg.sample_count > 0 and main:
+        _write_preview(tr.model, model_cfg, diffusion_cfg, tr.ema, tr.swa, cfg, dataset, device, out)
+    return out / "ckpt.pt"
+
+
+def _resume_checkpoint(out: Path, cfg: TrainConfig) -> dict:
+    """The checkpoint of the run in ``out``, refused if its configuration differs beyond the resumable settings
+    or it is past ``cfg.steps``."""
+    ckpt = read_pt(out / "ckpt.pt")
+    if not is_flatkit_checkpoint(ckpt) or "config" not in ckpt.get("train", {}):
+        raise UsageError(f"--resume: {out / 'ckpt.pt'} is not a flatkit training checkpoint")
+    old = ckpt["train"]["config"]
+    diff = changed_fields(old, dataclasses.asdict(cfg))
+    if diff:
+        raise UsageError(
+            f"--resume: the configuration differs from the run in {out} ({'; '.join(diff)}); "
+            "only --steps, --save-every, --log-every, --keep-checkpoints, --device, --threads "
+            "and the sample options may change"
+        )
+    if int(ckpt["step"]) > cfg.steps:
+        raise UsageError(f"--steps {cfg.steps}: the run in {out} is already at step {ckpt['step']}")
+    return ckpt
+
+
+def _new_training(
+    cfg: TrainConfig, out: Path, main: bool, preset: str, run_config: RunConfig, T: int, n_data: int,
+    device: torch.device,
+) -> _Training:
+    """A fresh run over ``n_data`` samples and ``T`` timesteps: the model (seeded), optimizer, averages, timestep
+    sampler, random streams and data order."""
+    from flatkit.models.presets import build_model
+
+    model = build_model(run_config.model, seed=cfg.seed, device=device)
+    model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
@@ -361,151 +441,176 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
     swa = SWA(model, cfg.swa_start, cfg.swa_every) if cfg.swa_start is not None else None
     sampler = create_timestep_sampler(cfg.timestep_sampler, T)
     gens = {s: torch.Generator().manual_seed(stream_seed(cfg.seed, s)) for s in STREAMS}
-    order = DataOrder(len(dataset), gens["data"])
-    window = MetricsWindow()
-    step, elapsed = 0, 0.0
+    order = DataOrder(n_data, gens["data"])
+    return _Training(
+        cfg=cfg, out=out, main=main, preset=preset, run_config=run_config, model=model, optimizer=optimizer,
+        scaler=scaler, sam=sam, ema=ema, swa=swa, sampler=sampler, gens=gens, order=order, window=MetricsWindow(),
+    )
 
-    dist.barrier()  # every rank has checked --out and read the checkpoint before rank 0 writes
-    if ckpt is not None:
-        tr = ckpt["train"]
-        model.load_state_dict(ckpt["weights"]["raw"])
-        optimizer.load_state_dict(tr["optimizer"])
-        if scaler is not None and tr.get("scaler"):
-            scaler.load_state_dict(tr["scaler"])
-        ema.load_state_dicts(ckpt["weights"])
-        if swa is not None and int(tr["swa_n"]) > 0:
-            swa.load_state_dict(ckpt["weights"]["swa"], int(tr["swa_n"]))
-        sampler.load_state_dict(tr["timestep_sampler"])
-        for s in STREAMS:
-            gens[s].set_state(tr["rng"][s])
-        order.load_state_dict(tr["data_order"])
-        window.load_state_dict(tr["metrics_window"])
-        step, elapsed = int(ckpt["step"]), float(tr["elapsed"])
-        if main:
-            truncate_metrics(out / "metrics.jsonl", step)
-    elif main:
-        out.mkdir(parents=True, exist_ok=True)
-        if overwrite:
-            _clear_run_files(out)
 
-    n_params = sum(p.numel() for p in model.parameters())
-    if main:
-        atomic_write_text(
-            out / "train.json",
-            json.dumps(
-                jsonable(
-                    {
-                        "config": dataclasses.asdict(cfg),
-                        "config_hash": config_hash(_hashed(cfg)),
-                        "preset": preset,
-                        "model": model_cfg,
-                        "diffusion": diffusion_cfg,
-                        "parameters": n_params,
-                        "device": str(device),
-                        "flatkit_version": __version__,
-                        "torch_version": torch.__version__,
-                        "resumed_from_step": step if ckpt is not None else None,
-                    }
-                ),
-                indent=2,
-            )
-            + "\n",
+def _restore(tr: _Training, ckpt: dict) -> None:
+    """Load the state of a resumed run (weights, optimizer, averages, sampler, streams, data order, window)."""
+    state = ckpt["train"]
+    tr.model.load_state_dict(ckpt["weights"]["raw"])
+    tr.optimizer.load_state_dict(state["optimizer"])
+    if tr.scaler is not None and state.get("scaler"):
+        tr.scaler.load_state_dict(state["scaler"])
+    tr.ema.load_state_dicts(ckpt["weights"])
+    if tr.swa is not None and int(state["swa_n"]) > 0:
+        tr.swa.load_state_dict(ckpt["weights"]["swa"], int(state["swa_n"]))
+    tr.sampler.load_state_dict(state["timestep_sampler"])
+    for s in STREAMS:
+        tr.gens[s].set_state(state["rng"][s])
+    tr.order.load_state_dict(state["data_order"])
+    tr.window.load_state_dict(state["metrics_window"])
+    tr.step, tr.elapsed = int(ckpt["step"]), float(state["elapsed"])
+    if tr.main:
+        truncate_metrics(tr.out / "metrics.jsonl", tr.step)
+
+
+def _write_train_json(tr: _Training, device: torch.device, resumed: bool) -> None:
+    cfg = tr.cfg
+    n_params = sum(p.numel() for p in tr.model.parameters())
+    atomic_write_text(
+        tr.out / "train.json",
+        json.dumps(
+            jsonable(
+                {
+                    "config": dataclasses.asdict(cfg),
+                    "config_hash": config_hash(_hashed(cfg)),
+                    "preset": tr.preset,
+                    "model": tr.run_config.model,
+                    "diffusion": tr.run_config.diffusion,
+                    "parameters": n_params,
+                    "device": str(device),
+                    "flatkit_version": __version__,
+                    "torch_version": torch.__version__,
+                    "resumed_from_step": tr.step if resumed else None,
+                }
+            ),
+            indent=2,
         )
+        + "\n",
+    )
 
-    def save(at_step: int) -> None:
-        if not main:
-            return
-        weights = {"raw": model.state_dict(), **ema.state_dicts(model)}
-        if swa is not None and swa.n > 0:
-            weights["swa"] = swa.state_dict()
-        train_state = {
-            "config": dataclasses.asdict(cfg),
-            "config_hash": config_hash(_hashed(cfg)),
-            "preset": preset,
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "timestep_sampler": sampler.state_dict(),
-            "rng": {s: g.get_state() for s, g in gens.items()},
-            "data_order": order.state_dict(),
-            "swa_n": swa.n if swa is not None else 0,
-            "metrics_window": window.state_dict(),
-            "elapsed": elapsed,
-        }
-        ck = make_checkpoint(run_config, weights, step=at_step, ema_rates=cfg.ema, train=train_state)
-        save_checkpoint(ck, out / "ckpt.pt")
-        if cfg.keep_checkpoints:
-            save_checkpoint(ck, out / f"ckpt_{at_step}.pt")
 
-    def log_line(at_step: int, lr: float, rho: float, partial: bool) -> None:
-        if not main:
-            return
-        rec = {"step": at_step, **window.summary(), "lr": lr, "rho": rho, "wall_time": elapsed}
-        if partial:
-            rec["partial"] = True
-        append_metrics(out / "metrics.jsonl", rec)
+def _save(tr: _Training, at_step: int) -> None:
+    """DIR/ckpt.pt (and DIR/ckpt_<step>.pt with keep_checkpoints): weights and the full training state."""
+    if not tr.main:
+        return
+    cfg = tr.cfg
+    weights = {"raw": tr.model.state_dict(), **tr.ema.state_dicts(tr.model)}
+    if tr.swa is not None and tr.swa.n > 0:
+        weights["swa"] = tr.swa.state_dict()
+    train_state = {
+        "config": dataclasses.asdict(cfg),
+        "config_hash": config_hash(_hashed(cfg)),
+        "preset": tr.preset,
+        "optimizer": tr.optimizer.state_dict(),
+        "scaler": tr.scaler.state_dict() if tr.scaler is not None else None,
+        "timestep_sampler": tr.sampler.state_dict(),
+        "rng": {s: g.get_state() for s, g in tr.gens.items()},
+        "data_order": tr.order.state_dict(),
+        "swa_n": tr.swa.n if tr.swa is not None else 0,
+        "metrics_window": tr.window.state_dict(),
+        "elapsed": tr.elapsed,
+    }
+    ck = make_checkpoint(tr.run_config, weights, step=at_step, ema_rates=cfg.ema, train=train_state)
+    save_checkpoint(ck, tr.out / "ckpt.pt")
+    if cfg.keep_checkpoints:
+        save_checkpoint(ck, tr.out / f"ckpt_{at_step}.pt")
 
+
+def _log_line(tr: _Training, at_step: int, lr: float, rho: float, partial: bool) -> None:
+    """One record of DIR/metrics.jsonl: the metrics window's summary at ``at_step``."""
+    if not tr.main:
+        return
+    rec = {"step": at_step, **tr.window.summary(), "lr": lr, "rho": rho, "wall_time": tr.elapsed}
+    if partial:
+        rec["partial"] = True
+    append_metrics(tr.out / "metrics.jsonl", rec)
+
+
+def _run_steps(
+    tr: _Training, diffusion, shard: dist.TrainSharding, dataset, device: torch.device, progress: bool
+) -> tuple[float, float]:
+    """Train from ``tr.step`` up to ``cfg.steps``, logging and saving on the way; the last lr and rho."""
     from tqdm.auto import tqdm
 
+    cfg = tr.cfg
+    T = int(diffusion.num_timesteps)
     bar = tqdm(
-        total=cfg.steps, initial=step, desc="train", disable=not (progress and main), dynamic_ncols=True, unit="step"
+        total=cfg.steps, initial=tr.step, desc="train", disable=not (progress and tr.main), dynamic_ncols=True,
+        unit="step",
     )
-    lr = lr_at(max(step, 1), cfg.lr, cfg.warmup)
-    rho = rho_at(max(step, 1), cfg.sam_rho, cfg.rho_schedule, cfg.rho_warmup) if sam is not None else 0.0
-    step_model = shard.wrap(model, device)  # DDP under torchrun, the model itself in one process
+    lr = lr_at(max(tr.step, 1), cfg.lr, cfg.warmup)
+    rho = tr.rho(max(tr.step, 1))
+    step_model = shard.wrap(tr.model, device)  # DDP under torchrun, the model itself in one process
     try:
-        while step < cfg.steps:
-            s = step + 1
+        while tr.step < cfg.steps:
+            s = tr.step + 1
             t0 = time.perf_counter()
             lr = lr_at(s, cfg.lr, cfg.warmup)
-            _set_lr(optimizer, lr)
-            rho = rho_at(s, cfg.sam_rho, cfg.rho_schedule, cfg.rho_warmup) if sam is not None else 0.0
-            batch = _draw_batch(dataset, order, sampler, gens, cfg, device)
-            res = train_step(
-                step_model,
-                diffusion,
-                optimizer,
-                shard.local(batch),  # this rank's slice of the global batch
-                ip_gamma=cfg.ip_gamma,
-                sam=sam,
-                rho=rho,
-                grad_clip=cfg.grad_clip,
-                amp=cfg.amp,
-                scaler=scaler,
-                first_pass_context=shard.first_pass_context(step_model),
-            )
-            res = shard.gather(res, batch)  # the global batch's per-sample losses, on every rank
-            sampler.update(batch.t.cpu(), res.losses)
-            if not res.skipped:
-                ema.update(model, s)
-                if swa is not None:
-                    swa.maybe_update(model, s)
+            _set_lr(tr.optimizer, lr)
+            rho = tr.rho(s)
+            batch = _draw_batch(dataset, tr.order, tr.sampler, tr.gens, cfg, device)
+            res = _step(tr, s, step_model, diffusion, shard, batch, rho)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             dt = time.perf_counter() - t0
-            elapsed += dt
-            window.add(res.losses, batch.t, T, res.grad_norm, res.e_norm, dt)
-            step = s
+            tr.elapsed += dt
+            tr.window.add(res.losses, batch.t, T, res.grad_norm, res.e_norm, dt)
+            tr.step = s
             bar.update(1)
             bar.set_postfix(loss=f"{res.loss:.4f}", refresh=False)
-            diverged = not math.isfinite(res.loss) and scaler is None
-            if step % cfg.log_every == 0 or diverged:
-                log_line(step, lr, rho, partial=diverged)
-                window.reset()
-            if diverged:
-                raise FlatkitError(
-                    f"training diverged at step {step} (loss {res.loss}); the last good "
-                    f"checkpoint is {out / 'ckpt.pt'} (try a smaller --lr or --sam-rho)"
-                )
-            if step % cfg.save_every == 0 or step == cfg.steps:
-                save(step)
+            _after_step(tr, res, lr, rho)
     finally:
         bar.close()
-    if window.steps > 0:
-        log_line(step, lr, rho, partial=True)  # after the checkpoint, which keeps the window's sums
+    return lr, rho
 
-    if cfg.sample_count > 0 and main:
-        _write_preview(model, model_cfg, diffusion_cfg, ema, swa, cfg, dataset, device, out)
-    return out / "ckpt.pt"
+
+def _step(
+    tr: _Training, s: int, step_model: torch.nn.Module, diffusion, shard: dist.TrainSharding, batch: Batch,
+    rho: float,
+) -> StepResult:
+    """Optimizer step ``s`` on ``batch``, then the timestep sampler and the weight averages."""
+    cfg = tr.cfg
+    res = train_step(
+        step_model,
+        diffusion,
+        tr.optimizer,
+        shard.local(batch),  # this rank's slice of the global batch
+        ip_gamma=cfg.ip_gamma,
+        sam=tr.sam,
+        rho=rho,
+        grad_clip=cfg.grad_clip,
+        amp=cfg.amp,
+        scaler=tr.scaler,
+        first_pass_context=shard.first_pass_context(step_model),
+    )
+    res = shard.gather(res, batch)  # the global batch's per-sample losses, on every rank
+    tr.sampler.update(batch.t.cpu(), res.losses)
+    if not res.skipped:
+        tr.ema.update(tr.model, s)
+        if tr.swa is not None:
+            tr.swa.maybe_update(tr.model, s)
+    return res
+
+
+def _after_step(tr: _Training, res: StepResult, lr: float, rho: float) -> None:
+    """Log every ``log_every`` steps, stop on a diverged loss, save every ``save_every`` steps and at the end."""
+    cfg, step = tr.cfg, tr.step
+    diverged = not math.isfinite(res.loss) and tr.scaler is None
+    if step % cfg.log_every == 0 or diverged:
+        _log_line(tr, step, lr, rho, partial=diverged)
+        tr.window.reset()
+    if diverged:
+        raise FlatkitError(
+            f"training diverged at step {step} (loss {res.loss}); the last good "
+            f"checkpoint is {tr.out / 'ckpt.pt'} (try a smaller --lr or --sam-rho)"
+        )
+    if step % cfg.save_every == 0 or step == cfg.steps:
+        _save(tr, step)
 
 
 def _hashed(cfg: TrainConfig) -> dict:
