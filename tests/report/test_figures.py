@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from flatkit.cli import main
-from flatkit.report.collect import arm_label
+from flatkit.report.collect import arm_label, load_result
 from flatkit.report.figures import fmt
 
 FIGS = ("flatness", "landscape", "perturb", "exposure", "quantize", "samples", "samples_quantized")
@@ -61,19 +61,19 @@ def test_table_numbers_are_the_result_numbers(built, result_dirs):
     t = fj["tables"]
     flat = {n["label"]: n for n in t["flatness"]["numbers"]}
     for arm, d in result_dirs.items():
-        h = js(d, "hessian")
-        assert flat[arm]["lambda_max"] == h["top_eigenvalues"]["eigenvalues"][0]
-        assert flat[arm]["trace"] == h["trace"]["estimate"]
-        p = js(d, "perturb")
+        h = load_result(d, "hessian")
+        assert flat[arm]["lambda_max"] == h.eigenvalues[0][0]
+        assert flat[arm]["trace"] == h.trace[0]
+        p = load_result(d, "perturb")
         assert flat[arm]["perturb_radius"] == 0.1
-        assert flat[arm]["perturb_random"] == p["mean"][0][-1] and flat[arm]["perturb_worst"] == p["worst"][0][-1]
-        q = js(d, "quantize")
+        assert flat[arm]["perturb_random"] == p.mean[0][-1] and flat[arm]["perturb_worst"] == p.worst[0][-1]
+        q = load_result(d, "quantize")
         qn = next(n for n in t["quantize"]["numbers"] if n["label"] == arm)
-        assert qn["loss_change_8"] == q["loss_change"][0] and qn["drift_mse_4"] == q["drift_mse"][1]
-        e = js(d, "exposure")
+        assert qn["loss_change_8"] == q.loss_change[0][0] and qn["drift_mse_4"] == q.drift_mse[0][1]
+        e = load_result(d, "exposure")
         en = next(n for n in t["exposure"]["numbers"] if n["label"] == arm)
-        assert en["gap_mean"] == e["gap_mean"] and en["gap_last"] == e["gap_last"]
-    assert flat["ADM"]["sharpness"] == js(result_dirs["ADM"], "sharpness")["value"]
+        assert en["gap_mean"] == e.gap_mean[0] and en["gap_last"] == e.gap_last[0]
+    assert flat["ADM"]["sharpness"] == load_result(result_dirs["ADM"], "sharpness").value[0]
     assert flat["+EMA"]["sharpness"] is None  # not measured: missing, not a number
     # the printed tables show the same numbers
     md = (out / "tables.md").read_text()
@@ -83,8 +83,8 @@ def test_table_numbers_are_the_result_numbers(built, result_dirs):
     sq = t["sample_quality"]
     assert sq["headers"][1:] == ["T'=3 (ddim)", "T'=3 (ddpm)"]
     by = {n["label"]: n for n in sq["numbers"]}
-    assert by["ADM"]["T'=3 (ddpm)"]["value"] == js(result_dirs["ADM"], "fid")["weight_free"]["sw2"]
-    assert by["+SAM"]["T'=3 (ddim)"]["value"] == js(result_dirs["+SAM"], "quantize")["distance_fp"]
+    assert by["ADM"]["T'=3 (ddpm)"]["value"] == load_result(result_dirs["ADM"], "fid").weight_free["sw2"]
+    assert by["+SAM"]["T'=3 (ddim)"]["value"] == load_result(result_dirs["+SAM"], "quantize").distance_fp[0]
     assert "†" in sq["rows"][0][1]
 
 
@@ -98,7 +98,7 @@ def test_fid_when_measured_and_columns_per_t(result_dirs, tmp_path):
     fid["meta"]["config"]["samples"] = str(sub / "samples.npz")
     (sub / "fid.json").write_text(json.dumps(fid))
     sample = js(d, "sample")
-    sample["sampler"]["steps"] = 20
+    sample["sampler"]["sampling_steps"] = 20
     (sub / "sample.json").write_text(json.dumps(sample))
     r = run("figures", d, "--out", tmp_path / "o")
     assert r.exit_code == 0, r.output
