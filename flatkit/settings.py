@@ -314,7 +314,7 @@ class PerturbSettings(BankSettings):
     mode: str = setting("auto", "--mode", "Radii of one direction in one vmapped forward, one at a time, or the "
                         "faster.", kind="choice", choices=("auto", "vmap", "sequential"))
     batch_points: int | None = setting(None, "--batch-points", "Radii per vmapped forward.", metavar="N",
-                                       kind="int", min=1, default_help="8 on CPU, 32 on GPU")
+                                       kind="int", min=1, default_help="all radii of a direction")
 
     def validate(self) -> None:
         if not self.radii:
