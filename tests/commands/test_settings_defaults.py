@@ -71,7 +71,7 @@ def test_glossary_in_docs_lists_every_option():
     from pathlib import Path
 
     text = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
-    for flag, param, default, commands in glossary():
+    for flag, _param, _default, _commands in glossary():
         assert f"`{flag}`" in text, f"docs/cli.md: the glossary misses {flag}"
 
 
