@@ -1,20 +1,28 @@
-"""The loss as a pure function of a parameter dict, over a frozen evaluation bank (DESIGN.md, "Numerics").
+"""The loss as a pure function of a parameter dict, over a frozen evaluation bank.
 
-Every analysis (Hessian spectrum, trace, density, sharpness, landscapes) consumes the same small protocol:
+Every analysis (Hessian spectrum, trace, density, sharpness, landscapes) consumes the same small protocol,
+:class:`LossObjective`:
 
 - ``obj.params``: dict of detached copies of the analysed parameters (a subset chosen by name patterns);
 - ``obj.n_batches`` and ``obj.batch_loss(params, i)``: micro-batch ``i``'s contribution, weighted so that the
   sum over ``i`` is the full loss (so HVPs and gradients can be summed over micro-batches);
-- ``obj.loss(params=None)``: the full loss, accumulated in float64;
+- ``obj.loss(params=None)``: the full loss, accumulated in float64; ``obj.gradient(params=None)``: its gradient;
 - ``obj.check_determinism()``: two evaluations agree bit for bit, else :class:`FlatkitError`;
-- ``obj.num_params``.
+- ``obj.num_params``, ``obj.device``, ``obj.dtype``;
+- ``obj.config``: an :class:`ObjectiveConfig` (``kind`` ``"diffusion"`` or ``"function"``), stored in results;
+- ``obj.set_precision(precision, channels_last)``: reduced-precision evaluation where supported.
 
-:class:`Objective` builds this for a diffusion :class:`~flatkit.run.Run`: a frozen bank of ``(x0, t, ε)``
-drawn once from a seed, the loss ``L(θ) = 1/n Σ_j ℓ(θ; x0_j, t_j, ε_j)`` with ``ℓ`` the ε-MSE
-``‖ε − ε_θ(√ᾱ_t x0 + √(1−ᾱ_t) ε, t)‖²`` (Ho et al. 2020, eq. 14) or ADM's hybrid ``L_simple + λ L_vlb``
-(Nichol & Dhariwal 2021, eq. 16), evaluated with the model in eval mode through
-``torch.func.functional_call``, so the caller's module is never touched.
-:meth:`Objective.from_function` wraps any model and loss.
+Two classes implement it, sharing the loss / gradient / determinism code of :class:`BatchSumLoss`:
+
+- :class:`Objective` builds it for a diffusion :class:`~flatkit.run.Run`: a frozen bank of ``(x0, t, ε)``
+  drawn once from a seed, the loss ``L(θ) = 1/n Σ_j ℓ(θ; x0_j, t_j, ε_j)`` with ``ℓ`` the ε-MSE
+  ``‖ε − ε_θ(√ᾱ_t x0 + √(1−ᾱ_t) ε, t)‖²`` (Ho et al. 2020, eq. 14) or ADM's hybrid ``L_simple + λ L_vlb``
+  (Nichol & Dhariwal 2021, eq. 16), evaluated with the model in eval mode through
+  ``torch.func.functional_call``, so the caller's module is never touched (docs/curvature.md, "The
+  objective"). It adds what only a bank of timesteps has: ``per_timestep``, ``restrict``, ``for_run``,
+  ``set_batch_size`` (the out-of-memory retry halves the micro-batch).
+- :class:`FunctionObjective` (from :meth:`Objective.from_function`) wraps any model and loss; the diffusion
+  extras raise :class:`UsageError` on it.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -150,10 +158,121 @@ def bin_edges(bins: int | Sequence[int], lo: int, hi: int, option: str = "bins")
 
 
 # ----------------------------------------------------------------------------------------------------------
+# the protocol, and the code its implementations share
+
+
+@runtime_checkable
+class LossObjective(Protocol):
+    """What the analyses need of an objective (see the module docstring); :class:`Objective` and
+    :class:`FunctionObjective` implement it, and so may any user class."""
+
+    params: ParamDict
+    config: ObjectiveConfig
+
+    @property
+    def n_batches(self) -> int: ...
+
+    @property
+    def num_params(self) -> int: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    def batch_loss(self, params: ParamDict, i: int) -> Tensor: ...
+
+    def loss(self, params: ParamDict | None = None) -> Tensor: ...
+
+    def gradient(self, params: ParamDict | None = None) -> ParamDict: ...
+
+    def check_determinism(self) -> Tensor: ...
+
+    def set_precision(self, precision: str = "fp32", channels_last: bool = False) -> LossObjective: ...
+
+
+class BatchSumLoss:
+    """The parts of :class:`LossObjective` that follow from ``params``, ``n_batches`` and ``batch_loss``: the full
+    loss and gradient as float64 sums over micro-batches (with the out-of-memory retry), the determinism check,
+    the parameter count, device and dtype. A subclass sets ``params`` and ``_dtype`` and defines ``n_batches``,
+    ``batch_loss`` and ``_where_not_finite`` (the message when the loss is not finite)."""
+
+    params: ParamDict
+    _dtype: torch.dtype
+
+    @property
+    def n_batches(self) -> int:
+        raise NotImplementedError
+
+    def batch_loss(self, params: ParamDict, i: int) -> Tensor:
+        raise NotImplementedError
+
+    def _where_not_finite(self, params: ParamDict, total: Tensor) -> str:
+        raise NotImplementedError
+
+    @property
+    def num_params(self) -> int:
+        """N, the number of analysed scalar parameters."""
+        return sum(p.numel() for p in self.params.values())
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.params.values())).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype
+
+    def loss(self, params: ParamDict | None = None) -> Tensor:
+        """The full loss ``Σ_i batch_loss(params, i)``, accumulated in float64 over micro-batches (0-d float64
+        tensor)."""
+        p = self.params if params is None else params
+
+        def run() -> Tensor:
+            total = torch.zeros((), dtype=torch.float64, device=self.device)
+            with torch.no_grad():
+                for i in range(self.n_batches):
+                    total = total + self.batch_loss(p, i).to(torch.float64)
+            return total
+
+        total = retry_micro_batches(self, run, what="loss")
+        if not torch.isfinite(total):
+            raise FlatkitError(self._where_not_finite(p, total))
+        return total
+
+    def gradient(self, params: ParamDict | None = None) -> ParamDict:
+        """∇L as a parameter dict (summed over micro-batches in float64, returned in the model dtype)."""
+        p = self.params if params is None else params
+
+        def run() -> ParamDict:
+            acc = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in p.items()}
+            for i in range(self.n_batches):
+                g = torch.func.grad(lambda q, i=i: self.batch_loss(q, i))(p)
+                for k in acc:
+                    acc[k] += g[k].to(torch.float64)
+            return acc
+
+        acc = retry_micro_batches(self, run, what="gradient")
+        return {k: acc[k].to(p[k].dtype) for k in acc}
+
+    def check_determinism(self) -> Tensor:
+        """Evaluate the loss twice; they must agree bit for bit. Returns the loss."""
+        a = self.loss()
+        b = self.loss()
+        if not torch.equal(a, b):
+            raise FlatkitError(
+                f"objective is not deterministic: two evaluations gave {a.item()!r} and {b.item()!r} "
+                "(nondeterministic kernels? set torch.use_deterministic_algorithms(True) or use the CPU)"
+            )
+        return a
+
+
+# ----------------------------------------------------------------------------------------------------------
 # the objective
 
 
-class Objective:
+class Objective(BatchSumLoss):
     """A diffusion model's training loss over a frozen bank of ``(x0, t, ε)``, as a pure function of
     parameters.
 
@@ -317,19 +436,6 @@ class Objective:
     def n_batches(self) -> int:
         return math.ceil(self.n / self.batch_size)
 
-    @property
-    def num_params(self) -> int:
-        """N, the number of analysed scalar parameters."""
-        return sum(p.numel() for p in self.params.values())
-
-    @property
-    def device(self) -> torch.device:
-        return next(iter(self.params.values())).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._dtype
-
     def set_batch_size(self, batch_size: int) -> None:
         """Change the micro-batch size (what an out-of-memory retry does; ``config.batch_size`` keeps the size
         asked for). The loss is the same sum over the same bank, up to float rounding."""
@@ -385,48 +491,6 @@ class Objective:
     def batch_loss(self, params: ParamDict, i: int) -> Tensor:
         """Micro-batch ``i``'s share of the mean loss, ``Σ_{j∈B_i} ℓ_j / n`` (0-d, model dtype)."""
         return self.per_sample_losses(params, i).sum() / self.n
-
-    def loss(self, params: ParamDict | None = None) -> Tensor:
-        """The full loss ``1/n Σ_j ℓ_j``, accumulated in float64 over micro-batches (0-d float64 tensor)."""
-        p = self.params if params is None else params
-
-        def run() -> Tensor:
-            total = torch.zeros((), dtype=torch.float64, device=self.device)
-            with torch.no_grad():
-                for i in range(self.n_batches):
-                    total = total + self.batch_loss(p, i).to(torch.float64)
-            return total
-
-        total = retry_micro_batches(self, run, what="loss")
-        if not torch.isfinite(total):
-            raise FlatkitError(self._where_not_finite(p, total))
-        return total
-
-    def gradient(self, params: ParamDict | None = None) -> ParamDict:
-        """∇L as a parameter dict (summed over micro-batches in float64, returned in the model dtype)."""
-        p = self.params if params is None else params
-
-        def run() -> ParamDict:
-            acc = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in p.items()}
-            for i in range(self.n_batches):
-                g = torch.func.grad(lambda q, i=i: self.batch_loss(q, i))(p)
-                for k in acc:
-                    acc[k] += g[k].to(torch.float64)
-            return acc
-
-        acc = retry_micro_batches(self, run, what="gradient")
-        return {k: acc[k].to(p[k].dtype) for k in acc}
-
-    def check_determinism(self) -> Tensor:
-        """Evaluate the loss twice; they must agree bit for bit. Returns the loss."""
-        a = self.loss()
-        b = self.loss()
-        if not torch.equal(a, b):
-            raise FlatkitError(
-                f"objective is not deterministic: two evaluations gave {a.item()!r} and {b.item()!r} "
-                "(nondeterministic kernels? set torch.use_deterministic_algorithms(True) or use the CPU)"
-            )
-        return a
 
     def _where_not_finite(self, params: ParamDict, total: Tensor) -> str:
         """Name the t-bin (of 10 over the schedule) where the first non-finite per-sample loss appears."""
@@ -521,8 +585,12 @@ class Objective:
         return FunctionObjective(fn, params, batches)
 
 
-class FunctionObjective(Objective):
-    """An objective defined by a user function (see :meth:`Objective.from_function`)."""
+class FunctionObjective(BatchSumLoss):
+    """An objective defined by a user function (see :meth:`Objective.from_function`).
+
+    It implements :class:`LossObjective` (no micro-batch knob: the batches are the user's); the diffusion
+    extras of :class:`Objective` (``per_timestep``, ``restrict``, ``for_run``) raise :class:`UsageError`.
+    """
 
     def __init__(
         self, fn: Callable[..., Tensor], params: ParamDict, batches: Sequence[Any] | None = None
@@ -574,7 +642,7 @@ class FunctionObjective(Objective):
                     return f"loss is {what} in batch {i}"
         return f"loss is {what}"
 
-    def set_precision(self, precision: str = "fp32", channels_last: bool = False) -> Objective:
+    def set_precision(self, precision: str = "fp32", channels_last: bool = False) -> FunctionObjective:
         if precision != "fp32" or channels_last:
             raise UsageError("--precision/--channels-last: only for a diffusion objective (a function objective "
                              "runs fn as given: use torch.autocast inside it)")
