@@ -1,4 +1,5 @@
-"""Exceptions that the CLI turns into one clear line and an exit code (DESIGN.md, "Exit codes")."""
+"""Exceptions that the CLI turns into one clear line and an exit code: 1 for a failure while running
+(:class:`FlatkitError`), 2 for bad usage or input (:class:`UsageError`); see docs/cli.md, "Exit codes"."""
 
 
 class FlatkitError(Exception):

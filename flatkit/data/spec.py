@@ -1,4 +1,4 @@
-"""Data specs: ``PREFIX:TARGET[?key=value&...]`` (DESIGN.md, "Interface").
+"""Data specs: ``PREFIX:TARGET[?key=value&...]`` (docs/data.md).
 
 Prefixes:
 

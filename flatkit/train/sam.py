@@ -9,8 +9,8 @@ normalisation operator ``T_w = diag(|w| + eta)``::
 
     e(w) = rho * T_w^2 g / ||T_w g||_2.
 
-Variant implemented here (the variants in the wild differ, DESIGN.md "Traps"): **T_w = |w| + eta applied
-to all parameters** (weights AND biases / norm gains), ``eta = 0.01`` by default.  (Kwon et al.'s own code
+Variant implemented here (the variants in the wild differ; docs/methods.md, "SAM and ASAM"): **T_w = |w| + eta
+applied to all parameters** (weights AND biases / norm gains), ``eta = 0.01`` by default.  (Kwon et al.'s own code
 applies T_w to parameters named ``weight`` only; davda54/sam uses ``|w|^2`` without eta.)
 
 A SAM step (:class:`SAM`) is: first pass ``g`` at ``w`` -> :meth:`SAM.perturb` (keeps an exact copy of ``w``,
