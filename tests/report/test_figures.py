@@ -81,10 +81,10 @@ def test_table_numbers_are_the_result_numbers(built, result_dirs):
     assert fmt(flat["ADM"]["lambda_max"]) in adm_row and fmt(flat["ADM"]["sharpness"]) in adm_row
     # sample quality: no detector anywhere, so the weight-free distance (marked †), per T'
     sq = t["sample_quality"]
-    assert sq["headers"][1:] == ["T'=3 (ddim)", "T'=3 (ddpm)"]
+    assert sq["headers"][1:] == ["T'=3 (ddpm)"]  # every sampling measure: DDPM (the settings' one sampler)
     by = {n["label"]: n for n in sq["numbers"]}
     assert by["ADM"]["T'=3 (ddpm)"]["value"] == load_result(result_dirs["ADM"], "fid").weight_free["sw2"]
-    assert by["+SAM"]["T'=3 (ddim)"]["value"] == load_result(result_dirs["+SAM"], "quantize").distance_fp[0]
+    assert by["+SAM"]["T'=3 (ddpm)"]["value"] == load_result(result_dirs["+SAM"], "quantize").distance_fp[0]
     assert "†" in sq["rows"][0][1]
 
 
