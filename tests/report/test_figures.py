@@ -126,7 +126,7 @@ def test_unknown_checkpoint_falls_back_to_the_folder_name(result_dirs, tmp_path)
     d = tmp_path / "mystery"
     d.mkdir()
     p = js(result_dirs["ADM"], "perturb")
-    p["meta"]["checkpoint"] = str(tmp_path / "gone.pt")
+    p["meta"]["checkpoint"] = p["meta"]["checkpoints"][0]["checkpoint"] = str(tmp_path / "gone.pt")
     (d / "perturb.json").write_text(json.dumps(p))
     shutil.copy(result_dirs["ADM"] / "perturb.npz", d)
     r = run("figures", d, "--out", tmp_path / "o")

@@ -21,6 +21,13 @@ from flatkit.report import write_report
 from flatkit.report.figures import fmt
 
 
+@pytest.fixture(scope="module")
+def report(result_dirs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rep")
+    rows = [(None, result_dirs["+SAM"]), ("+EMA", result_dirs["+EMA"]), (None, result_dirs["ADM"])]
+    return write_report(rows, out, title="Tiny report")
+
+
 def expected(d: Path) -> dict:
     """The summary numbers, read straight from the typed results (the definitions the report states)."""
     e: dict = {}
