@@ -68,21 +68,23 @@ flatkit landscape "$SD" --adm-flags "$FLAGS" --data "$DATA" --n-eval "$NEVAL" --
   --device "$DEVICE" --out "$OUT/landscape"
 
 python - "$OUT" <<'PY'
-import json, sys
+import sys
 
 import numpy as np
 
+from flatkit.analyses.hessian import HessianResult
+from flatkit.analyses.landscape import LandscapeResult
+
 out = sys.argv[1]
-h = json.load(open(f"{out}/hessian/hessian.json"))
-land = json.load(open(f"{out}/landscape/landscape.json"))
-obj = h["meta"]["config"]["objective"]
-vals = np.load(f"{out}/landscape/landscape.npz")["values"]
-print(f"\nloss          {h['loss']:.6g} ({obj['loss_resolved']}, bank of {obj['n']} from {obj['data']})")
-print(f"lambda_1..k   {', '.join(f'{v:.4g}' for v in h['top_eigenvalues']['eigenvalues'])}")
-tr = h.get("trace")
-if tr:
-    print(f"trace         {tr['estimate']:.4g} +- {tr['stderr']:.2g} (Hutch++, {tr['hvp_count']} HVPs)")
-print(f"landscape     L(theta) = {land['loss_centre'][0]:.6g}, grid {vals.shape[-2]}x{vals.shape[-1]}: "
+h = HessianResult.load(f"{out}/hessian")
+land = LandscapeResult.load(f"{out}/landscape")
+obj = h.meta["objective"]
+vals = land.values
+print(f"\nloss          {h.loss[0]:.6g} ({obj['loss_resolved']}, bank of {obj['n']} from {obj['data']})")
+print(f"lambda_1..k   {', '.join(f'{v:.4g}' for v in h.eigenvalues[0])}")
+if h.trace:
+    print(f"trace         {h.trace[0]:.4g} +- {h.trace_stderr[0]:.2g} (Hutch++, {h.trace_hvps[0]} HVPs)")
+print(f"landscape     L(theta) = {land.loss_centre[0]:.6g}, grid {vals.shape[-2]}x{vals.shape[-1]}: "
       f"{np.nanmin(vals):.4g} .. {np.nanmax(vals):.4g}")
 print(f"figures       {out}/landscape/landscape.png (and .html)")
 PY

@@ -48,15 +48,17 @@ flatkit figures "$OUT/results/raw" "$OUT/results/ema" "$OUT/results/swa" --out "
 python - "$OUT" <<'PY'
 import json, sys
 
+from flatkit.analyses.hessian import HessianResult
+from flatkit.analyses.landscape import LandscapeResult
+
 out = sys.argv[1]
-h = json.load(open(f"{out}/hessian/hessian.json"))
-land = json.load(open(f"{out}/landscape/landscape.json"))
+h = HessianResult.load(f"{out}/hessian")
+land = LandscapeResult.load(f"{out}/landscape")
 figs = json.load(open(f"{out}/figures/figures.json"))
-rows = [h] + h.get("compare", [])
 print(f"\n{'weights':10} {'loss':>9} {'lambda_max':>11} {'trace':>11} {'L at the slice centre':>22}")
-for r, centre in zip(rows, land["loss_centre"]):
-    tr = r.get("trace", {}).get("estimate")
-    print(f"{r['weights']:10} {r['loss']:9.5f} {r['top_eigenvalues']['eigenvalues'][0]:11.4g} "
+for m, centre in enumerate(land.loss_centre):
+    tr = h.trace[m] if h.trace else None
+    print(f"{h.meta['checkpoints'][m]['weights']:10} {h.loss[m]:9.5f} {h.lambda_max[m]:11.4g} "
           f"{tr if tr is None else format(tr, '11.4g')} {centre:22.5f}")
 print(f"\narms in the figures: {', '.join(r['label'] for r in figs['runs'])}")
 print(f"figures: {out}/landscape/landscape.png  {out}/figures/perturb.png  {out}/figures/tables.md")

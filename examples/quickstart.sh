@@ -32,15 +32,14 @@ flatkit hessian "$OUT/plain/ckpt.pt" --compare "$OUT/sam/ckpt.pt" --top-k 3 --to
 flatkit landscape "$OUT/plain/ckpt.pt" --compare "$OUT/sam/ckpt.pt" --points 9 --n-eval "$NEVAL" \
   --out "$OUT/landscape"
 python - "$OUT" <<'PY'
-import json, sys
+import sys
+from flatkit.analyses.hessian import HessianResult
 out = sys.argv[1]
-h = json.load(open(f"{out}/hessian/hessian.json"))
-rows = [("plain", h)] + [("sam", c) for c in h.get("compare", [])]
-print(f"\n{'arm':6} {'loss':>8} {'lambda_max':>11} {'trace':>11}")
-for name, r in rows:
-    lam = r["top_eigenvalues"]["eigenvalues"][0]
-    tr = r.get("trace", {}).get("estimate")
-    print(f"{name:6} {r['loss']:8.4f} {lam:11.4g} {tr if tr is None else format(tr, '11.4g')}")
+h = HessianResult.load(f"{out}/hessian")
+print(f"\n{'model':12} {'loss':>8} {'lambda_max':>11} {'trace':>11}")
+for m, name in enumerate(h.labels):
+    tr = h.trace[m] if h.trace else None
+    print(f"{name:12} {h.loss[m]:8.4f} {h.lambda_max[m]:11.4g} {tr if tr is None else format(tr, '11.4g')}")
 print(f"\nsamples: {out}/plain/samples.png {out}/sam/samples.png")
 print(f"curvature: {out}/hessian/   landscape: {out}/landscape/landscape.png (and .html)")
 PY

@@ -1,6 +1,6 @@
 """flatkit: flatness of diffusion models' loss surfaces, and what it buys.
 
-Top-level API (DESIGN.md, "Interface")::
+Top-level API (docs/api.md)::
 
     run = flatkit.load("ckpt.pt", weights="ema")
     obj = flatkit.Objective(run, data="builtin:shapes16", n=256, seed=0)

@@ -1,4 +1,4 @@
-"""Several processes: ``torchrun --nproc-per-node N flatkit ...`` (DESIGN.md, "Performance": past one machine).
+"""Several processes: ``torchrun --nproc-per-node N flatkit ...`` (docs/scale.md).
 
 A command launched by ``torchrun`` (``WORLD_SIZE`` > 1, ``RANK``, ``LOCAL_RANK`` in the environment) joins
 the process group (:func:`init`: gloo on the CPU; with CUDA ``cpu:gloo,cuda:nccl`` and device

@@ -1,4 +1,4 @@
-"""Out of memory on a device: halve the micro-batch and retry, and say so (DESIGN.md, "Reliability").
+"""Out of memory on a device: halve the micro-batch and retry, and say so (docs/cli.md, "Out of memory").
 
 One mechanism for every loop over micro-batches (the objective's loss, gradient and HVPs, the landscape's vmapped
 grid blocks, sampling batches): :func:`retry_on_oom` runs a whole pass ``fn()``; when it raises

@@ -26,15 +26,6 @@ def test_help_lists_every_subcommand():
     assert set(DESIGN_COMMANDS) <= set(COMMANDS)
 
 
-def test_not_landed_subcommands_say_so(monkeypatch):
-    import flatkit.cli as cli
-
-    monkeypatch.setitem(cli.COMMANDS, "frobnicate", ("Nothing yet.", "the frobnication issue"))
-    r = run("frobnicate", "x.pt", "--top-k", "3")
-    assert r.exit_code == 1
-    assert "not available yet (the frobnication issue has not landed)" in r.output
-
-
 def _one_line_error(r, *needles):
     assert r.exit_code == 2, r.output
     lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]

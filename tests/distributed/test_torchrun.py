@@ -105,14 +105,14 @@ def test_doc_commands_equal_one_process(work):
             assert (two / "landscape.png").is_file() and (two / "landscape.html").is_file()
             assert json.loads((two / "landscape.json").read_text())["meta"]["ranks"] == 2
         elif kind == "hessian":
-            ja, jb = json.loads((one / "hessian.json").read_text()), json.loads((two / "hessian.json").read_text())
-            ea, eb = ja["top_eigenvalues"], jb["top_eigenvalues"]
-            assert ea["hvp_count"] == eb["hvp_count"]
-            np.testing.assert_allclose(eb["eigenvalues"], ea["eigenvalues"], rtol=1e-10, atol=0)
-            assert ja["trace"]["hvp_count"] == jb["trace"]["hvp_count"]
-            np.testing.assert_allclose(jb["trace"]["estimate"], ja["trace"]["estimate"], rtol=1e-10, atol=0)
-            za, zb = np.load(one / "hessian.npz"), np.load(two / "hessian.npz")
-            np.testing.assert_allclose(zb["trace_samples"], za["trace_samples"], rtol=1e-10, atol=1e-12)
+            from flatkit.analyses.hessian import HessianResult
+
+            ha, hb = HessianResult.load(one), HessianResult.load(two)
+            assert ha.eigen_hvps == hb.eigen_hvps
+            np.testing.assert_allclose(hb.eigenvalues, ha.eigenvalues, rtol=1e-10, atol=0)
+            assert ha.trace_hvps == hb.trace_hvps
+            np.testing.assert_allclose(hb.trace, ha.trace, rtol=1e-10, atol=0)
+            np.testing.assert_allclose(hb.trace_samples, ha.trace_samples, rtol=1e-10, atol=1e-12)
         elif kind == "sample":
             a, b = np.load(one / "samples.npz")["arr_0"], np.load(two / "samples.npz")["arr_0"]
             assert a.shape == (64, 2) and np.array_equal(a, b)

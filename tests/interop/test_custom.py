@@ -14,6 +14,8 @@ from torch import nn
 from torch.nn import functional as F
 
 import flatkit
+from flatkit.analyses.hessian import HessianResult
+from flatkit.analyses.sharpness import SharpnessResult
 from flatkit.cli import main
 from flatkit.errors import UsageError
 
@@ -153,20 +155,20 @@ def test_cli_hessian_on_a_task_with_weights(factories, spec):
     torch.save(net.state_dict(), factories / "w.pt")
     r = run_cli("hessian", "--model", spec, "--weights", "w.pt", "--top-k", 2, "--trace", "--out", "h")
     assert r.exit_code == 0, r.output
-    h = json.loads((factories / "h" / "hessian.json").read_text())
+    h = HessianResult.load(factories / "h")
     task = __import__("userfacts").make_task()
     task.model.load_state_dict(net.state_dict())
     obj = task.objective()
     exact = torch.linalg.eigvalsh(full_hessian(obj).double()).flip(0)
-    np.testing.assert_allclose(h["top_eigenvalues"]["eigenvalues"], exact[:2].numpy(), rtol=1e-3)
-    assert abs(h["loss"] - float(obj.loss())) < 1e-6
-    assert h["weights"] == "w.pt" and h["checkpoint"] == spec
-    assert h["meta"]["run_config"]["source"] == "custom-task"
+    np.testing.assert_allclose(h.eigenvalues[0], exact[:2].numpy(), rtol=1e-3)
+    assert abs(h.loss[0] - float(obj.loss())) < 1e-6
+    assert h.meta["checkpoints"][0]["weights"] == "w.pt" and h.meta["checkpoints"][0]["checkpoint"] == spec
+    assert h.meta["run_config"]["source"] == "custom-task"
     # without --weights: the factory's own initialisation
     r = run_cli("sharpness", "--model", spec, "--out", "s")
     assert r.exit_code == 0, r.output
-    s = json.loads((factories / "s" / "sharpness.json").read_text())
-    assert abs(s["loss0"] - float(__import__("userfacts").make_task().objective().loss())) < 1e-6
+    s = SharpnessResult.load(factories / "s")
+    assert abs(s.loss0[0] - float(__import__("userfacts").make_task().objective().loss())) < 1e-6
 
 
 def test_cli_denoiser_factory_runs_as_a_diffusion(factories):

@@ -170,15 +170,17 @@ def test_cli_hessian_and_landscape(unet_dir, tmp_path):
                 "--out", tmp_path / "h")
     assert r.exit_code == 0, r.output
     assert "assumed scheduler=DDPMScheduler defaults" in r.output
-    h = json.loads((tmp_path / "h" / "hessian.json").read_text())
-    assert len(h["top_eigenvalues"]["eigenvalues"]) == 1 and np.isfinite(h["top_eigenvalues"]["eigenvalues"][0])
-    assert h["meta"]["run_config"]["source"] == "diffusers"
-    assert h["meta"]["checkpoint_sha256"] is not None
+    from flatkit.analyses.hessian import HessianResult
+
+    h = HessianResult.load(tmp_path / "h")
+    assert len(h.eigenvalues[0]) == 1 and np.isfinite(h.eigenvalues[0][0])
+    assert h.meta["run_config"]["source"] == "diffusers"
+    assert h.meta["checkpoint_sha256"] is not None
     r = run_cli("landscape", unet_dir, "--points", 3, "--data", "builtin:shapes16", "--n-eval", 4,
                 "--out", tmp_path / "l")
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "l" / "landscape.json").read_text())
-    assert res["points"] == 3 and abs(res["loss_centre"][0] - h["loss"]) < 1e-6
+    assert res["points"] == 3 and abs(res["loss_centre"][0] - h.loss[0]) < 1e-6
     assert (tmp_path / "l" / "landscape.png").is_file()
 
 
