@@ -18,6 +18,7 @@ from flatkit.analyses.robustness.quantize import QuantizeResult
 from flatkit.analyses.sharpness import SharpnessResult
 from flatkit.errors import UsageError
 from flatkit.report import write_report
+from flatkit.report.collect import load_result
 from flatkit.report.figures import fmt
 
 
@@ -54,7 +55,9 @@ def expected(d: Path) -> dict:
     if (d / "quantize.json").is_file():
         q = QuantizeResult.load(d)
         e.update(quant_loss_8=q.loss_change[0][0], quant_drift_8=q.drift_mse[0][0], quant_loss_4=q.loss_change[0][1],
-                 quant_drift_4=q.drift_mse[0][1], quality=q.distance_fp[0])  # T'=3 ddim: the column all arms have
+                 quant_drift_4=q.drift_mse[0][1], quality=q.distance_fp[0])  # T'=3 ddpm: the column all arms have
+    if (d / "fid.json").is_file():  # the same T': fid.json's weight-free distance comes before quantize's
+        e["quality"] = load_result(d, "fid").weight_free["sw2"]
     return e
 
 
