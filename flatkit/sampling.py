@@ -24,7 +24,7 @@ import torch
 
 from flatkit.errors import FlatkitError, UsageError
 from flatkit.results import Result
-from flatkit.settings import SampleSettings
+from flatkit.settings import SampleSettings, takes
 
 SAMPLERS = ("ddpm", "ddim")
 
@@ -331,22 +331,16 @@ def data_fingerprint(spec: str | None) -> str | None:
         return None
 
 
+@takes(SampleSettings)
 def sample(
     run: Any,
-    n: int = 64,
-    sampler: str = "ddpm",
-    sampling_steps: int = 20,
-    ddim_eta: float = 0.0,
-    respacing: str | None = None,
-    clip: bool = True,
-    seed: int = 0,
-    batch_size: int = 64,
-    settings: SampleSettings | None = None,
     device: torch.device | str | None = None,
     progress: bool = False,
     precision: str = "fp32",
     channels_last: bool = False,
     label: str | None = None,
+    *,
+    settings: SampleSettings,
 ) -> SampleResult:
     """Draw ``n`` samples from a :class:`flatkit.run.Run` with T' = ``sampling_steps`` (Python twin of ``flatkit
     sample``). Under torchrun (an initialised group of several ranks) the batches are shared out and the samples
@@ -354,9 +348,8 @@ def sample(
     import time
 
     from flatkit.results import make_meta
-    from flatkit.settings import make
 
-    s = make(SampleSettings, settings, locals())
+    s = settings
     t0 = time.perf_counter()
     from flatkit import distributed as dist
     from flatkit.precision import precision_meta, sampling_precision

@@ -17,6 +17,8 @@ parameter name into its option with :func:`option_name`.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -149,6 +151,48 @@ def make(cls: type, settings: Settings | None, values: dict) -> Any:
     return settings
 
 
+def takes(cls: type, skip: Sequence[str] = ()) -> Callable:
+    """Give an analysis function the keywords of its settings class ``cls``: the function is written as
+    ``fn(obj, ..., settings)`` and is called as ``fn(obj, ..., field=value, ...)`` or ``fn(obj, settings=s)``.
+
+    The keywords (every field of ``cls`` but ``skip``) are keyword-only, with the settings' defaults, and show in
+    ``help(fn)`` through the generated signature; the function body always receives a validated ``settings``.
+    Giving ``settings=`` together with a field keyword is an error (which one would win is not obvious).
+    """
+    names = [f.name for f in fields(cls) if f.name not in skip]
+
+    def deco(fn: Callable) -> Callable:
+        sig = inspect.signature(fn)
+        own = [p for p in sig.parameters.values() if p.name != "settings"]
+        extra = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+                 for f in fields(cls) if f.name in names]
+        head = [p for p in own if p.kind != inspect.Parameter.KEYWORD_ONLY]
+        tail = [p for p in own if p.kind == inspect.Parameter.KEYWORD_ONLY]
+        settings_param = inspect.Parameter("settings", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                           annotation=f"{cls.__name__} | None")
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, settings: Any = None, **kw: Any) -> Any:
+            given = {k: kw.pop(k) for k in list(kw) if k in names}
+            if settings is None:
+                settings = cls(**given)
+            elif not isinstance(settings, cls):
+                raise UsageError(f"settings: expected {cls.__name__}, got {type(settings).__name__}")
+            elif given:
+                raise UsageError(f"{next(iter(given))}: pass it inside settings=, not beside it")
+            return fn(*args, settings=settings, **kw)
+
+        wrapper.__signature__ = sig.replace(parameters=[*head, *extra, *tail, settings_param])  # type: ignore
+        wrapper.settings_class = cls  # type: ignore[attr-defined]
+        return wrapper
+
+    return deco
+
+
+#: the bank fields an objective-based analysis records but does not take (the objective owns its bank)
+BANK_FIELDS = ("data", "n_eval", "batch_size", "loss")
+
+
 # --------------------------------------------------------------------------------------------- shared groups
 #: The one bank size of every loss-based measure (hessian, sharpness, landscape, perturb, prior, quantize).
 N_EVAL = 128
@@ -181,8 +225,11 @@ class BankSettings(DataSettings):
 
     n_eval: int = setting(N_EVAL, "--n-eval", "Size of the frozen evaluation bank of (x0, t, ε).",
                           metavar="N", kind="int", min=1)
-    loss: str = setting("auto", "--loss", "The loss analysed: ε-MSE, ADM's hybrid, or what the diffusion "
-                        "trains with (auto).", kind="choice", choices=("auto", "mse", "hybrid"))
+    loss: str = setting("auto", "--loss", "The loss analysed: the ε-MSE term alone (mse), the hybrid loss of "
+                        "learned-σ models (hybrid: values and curvature of the same function), ADM's training "
+                        "surrogate of it (hybrid-surrogate: the mean detached in the VLB term), or what the "
+                        "diffusion trains with, hybrid for learned σ (auto).", kind="choice",
+                        choices=("auto", "mse", "hybrid", "hybrid-surrogate"))
 
 
 @dataclass(frozen=True)
@@ -266,10 +313,22 @@ class SharpnessSettings(BankSettings):
     confidence: float = setting(0.95, "--confidence", "Confidence level of the interval (average).", metavar="C",
                                 kind="float", min=0, min_open=True, max=1)
     asam_eta: float = setting(0.0, "--asam-eta", "Adaptive: c = |θ| + η.", metavar="η", kind="float", min=0)
+    solver: str = setting("auto", "--solver", "Worst-case maximiser: ascent = projected (sign) gradient ascent; "
+                          "krylov (l2/adaptive) = the trust-region subproblem of the quadratic model in a Krylov "
+                          "subspace of HVPs (--restarts Lanczos blocks of --ascent-steps), refined by the ascent; "
+                          "lbfgsb (keskar; needs scipy) = L-BFGS-B over the box.", kind="choice",
+                          choices=("auto", "ascent", "krylov", "lbfgsb"),
+                          default_help="auto: krylov for l2/adaptive, ascent for keskar")
 
     def validate(self) -> None:
         if self.confidence >= 1:
             raise UsageError(f"confidence {self.confidence}: must be < 1")
+        if self.solver == "krylov" and self.kind not in ("l2", "adaptive"):
+            raise UsageError(f"solver krylov: only for kind l2 or adaptive, not {self.kind}")
+        if self.solver == "lbfgsb" and self.kind != "keskar":
+            raise UsageError(f"solver lbfgsb: only for kind keskar, not {self.kind}")
+        if self.solver != "auto" and self.kind == "average":
+            raise UsageError(f"solver {self.solver}: kind average has no maximiser")
 
 
 NORM_HELP = ("How a direction is scaled: per filter to the weights' filter norms (Li et al. 2018), per tensor "

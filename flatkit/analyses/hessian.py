@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from flatkit.results import Result
-from flatkit.settings import HessianSettings, make
+from flatkit.settings import BANK_FIELDS, HessianSettings, takes
 
 
 @dataclass
@@ -131,24 +131,18 @@ def _per_timestep(o: Any, s: HessianSettings, parts: dict, detail: dict) -> None
                               "wall_time_s": r.wall_time_s}
 
 
-def hessian(obj: Any, top_k: int = HessianSettings.top_k, tol: float = HessianSettings.tol,
-            max_iter: int | None = HessianSettings.max_iter, trace: bool = HessianSettings.trace,
-            trace_method: str = HessianSettings.trace_method, trace_rtol: float = HessianSettings.trace_rtol,
-            trace_max_hvps: int = HessianSettings.trace_max_hvps, density: bool = HessianSettings.density,
-            density_runs: int = HessianSettings.density_runs, density_steps: int = HessianSettings.density_steps,
-            per_timestep: int | None = HessianSettings.per_timestep, seed: int = HessianSettings.seed,
-            hvp_mode: str = HessianSettings.hvp_mode, basis_device: str = HessianSettings.basis_device,
-            compare: Sequence[Any] = (), labels: Sequence[str] | None = None,
-            settings: HessianSettings | None = None) -> HessianResult:
+@takes(HessianSettings, skip=(*BANK_FIELDS, "include", "exclude"))
+def hessian(
+    obj: Any,
+    compare: Sequence[Any] = (),
+    labels: Sequence[str] | None = None,
+    *,
+    settings: HessianSettings,
+) -> HessianResult:
     """Top eigenvalues, trace, spectral density and per-timestep curvature of ``obj`` (and of each objective in
     ``compare``, on the same bank). The bank itself (data, n_eval, loss, per-timestep bins) is the objective's:
     build it with ``Objective(run, n=..., t_bins=per_timestep)``; the bank fields of ``settings`` are recorded."""
-    s = make(HessianSettings, settings, dict(top_k=top_k, tol=tol, max_iter=max_iter, trace=trace,
-                                             trace_method=trace_method, trace_rtol=trace_rtol,
-                                             trace_max_hvps=trace_max_hvps, density=density,
-                                             density_runs=density_runs, density_steps=density_steps,
-                                             per_timestep=per_timestep, seed=seed, hvp_mode=hvp_mode,
-                                             basis_device=basis_device))
+    s = settings
     t0 = time.perf_counter()
     objs = [obj, *compare]
     res = HessianResult(labels=list(labels) if labels is not None else [f"model{m}" for m in range(len(objs))])

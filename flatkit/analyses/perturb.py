@@ -32,7 +32,7 @@ from flatkit.analyses.directions import norm as _l2
 from flatkit.analyses.landscape.evaluate import calibrate, check_mode, evaluate_block, loss_and_gradient, loss_float64
 from flatkit.errors import UsageError
 from flatkit.results import Result, make_meta
-from flatkit.settings import PerturbSettings, make
+from flatkit.settings import BANK_FIELDS, PerturbSettings, takes
 
 
 @dataclass
@@ -99,18 +99,20 @@ def worst_case_deltas(obj: Any, theta: ParamDict, radii: np.ndarray, norm: str, 
     return out
 
 
-def perturb(obj: Any, radii: Sequence[float] = (0.0, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1), norm: str = "filter",
-            bias: str = "zero", n_directions: int = 8, worst: bool = True, worst_steps: int = 3, mode: str = "auto",
-            batch_points: int | None = None, seed: int = 0, compare: Sequence[Any] = (),
-            labels: Sequence[str] | None = None, check: bool = True,
-            settings: PerturbSettings | None = None) -> PerturbResult:
+@takes(PerturbSettings, skip=BANK_FIELDS)
+def perturb(
+    obj: Any,
+    compare: Sequence[Any] = (),
+    labels: Sequence[str] | None = None,
+    check: bool = True,
+    *,
+    settings: PerturbSettings,
+) -> PerturbResult:
     """ΔL(r) for ``n_directions`` random directions and (``worst``) the worst-case direction, for ``obj`` and
     each objective in ``compare`` (the same random draw, normalised to each model's weights by ``norm``).
     ``batch_points``: radii per vmapped forward (default: all of them). ``settings``: a
     :class:`~flatkit.settings.PerturbSettings` instead of the keywords."""
-    s = make(PerturbSettings, settings, dict(radii=radii, norm=norm, bias=bias, n_directions=n_directions,
-                                              worst=worst, worst_steps=worst_steps, mode=mode,
-                                              batch_points=batch_points, seed=seed))
+    s = settings
     t0 = time.perf_counter()
     check_mode(s.mode)
     r = np.asarray([float(x) for x in s.radii], dtype=np.float64)

@@ -25,7 +25,7 @@ import numpy as np
 
 from flatkit.errors import UsageError
 from flatkit.results import Result, file_sha256, make_meta
-from flatkit.settings import FidSettings
+from flatkit.settings import FidSettings, takes
 
 
 def load_samples(path: str | os.PathLike, what: str = "SAMPLES") -> np.ndarray:
@@ -100,22 +100,16 @@ class FidResult(Result):
     meta: dict = field(default_factory=dict)
 
 
+@takes(FidSettings)
 def fid(
     samples: str,
     ref: str,
-    detector: str | None = None,
-    ref_cache: str | None = None,
-    max_ref: int | None = None,
-    kid_subsets: int = 100,
-    kid_subset_size: int = 1000,
-    projections: int = 256,
-    seed: int = 0,
-    batch_size: int = 64,
-    settings: FidSettings | None = None,
     device: Any = "cpu",
     weight_free: bool = True,
     pool: int = 8,
     progress: bool = False,
+    *,
+    settings: FidSettings,
 ) -> FidResult:
     """FID / KID of ``samples`` (npz) against ``ref`` (npz images, data spec or mu/sigma npz); ``max_ref``: use
     only the first N reference images."""
@@ -125,9 +119,8 @@ def fid(
     from flatkit.metrics.distances import distance_names, weight_free_distances
     from flatkit.metrics.frechet import feature_statistics, frechet_distance, load_statistics, save_statistics
     from flatkit.metrics.kid import kernel_inception_distance
-    from flatkit.settings import make
 
-    s = make(FidSettings, settings, locals())
+    s = settings
     detector, ref_cache, seed, batch_size = s.detector, s.ref_cache, s.seed, s.batch_size
     t0 = time.perf_counter()
     imgs = load_samples(samples)

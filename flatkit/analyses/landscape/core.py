@@ -41,7 +41,7 @@ from flatkit.analyses.landscape.grid import axis, grid_coefficients, parse_span
 from flatkit.config import config_hash
 from flatkit.errors import UsageError
 from flatkit.results import Result
-from flatkit.settings import LandscapeSettings, make
+from flatkit.settings import BANK_FIELDS, LandscapeSettings, takes
 
 DIRECTION_KINDS = ("random", "eigen", "interp", "pca", "given")
 
@@ -162,12 +162,19 @@ def _objective_config(o: Any) -> Any:
     return cfg.to_dict() if hasattr(cfg, "to_dict") else cfg
 
 
-def landscape(obj: Any, dims: int = 2, points: int = 21, span: float | Sequence[float] | str | None = None,
-              directions: Any = "random", norm: str = "filter", bias: str = "zero", seed: int = 0,
-              compare: Sequence[Any] = (), labels: Sequence[str] | None = None, mode: str = "auto",
-              batch_points: int | None = None, out: str | Path | None = None, resume: bool = False,
-              progress: Callable[[int, int], None] | None = None, check: bool = True,
-              settings: LandscapeSettings | None = None) -> LandscapeResult:
+@takes(LandscapeSettings, skip=(*BANK_FIELDS, "directions"))
+def landscape(
+    obj: Any,
+    directions: Any = LandscapeSettings.directions,
+    compare: Sequence[Any] = (),
+    labels: Sequence[str] | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    check: bool = True,
+    *,
+    settings: LandscapeSettings,
+) -> LandscapeResult:
     """The loss on a grid ``θ + a·d1 (+ b·d2)``, a, b over ``span``, for ``obj`` and each objective in ``compare``.
 
     ``directions``: "random" (Gaussian, normalised per model by ``norm`` / ``bias``), "eigen" (each
@@ -181,13 +188,11 @@ def landscape(obj: Any, dims: int = 2, points: int = 21, span: float | Sequence[
     when its configuration hash differs). ``check``: first verify that two evaluations of each objective
     agree bit for bit. ``settings``: a :class:`~flatkit.settings.LandscapeSettings` instead of the keywords.
     """
-    given = None
-    if directions is not None and not isinstance(directions, str):
-        given, directions = directions, "random"
-    s = make(LandscapeSettings, settings, dict(dims=dims, points=points, span=span,
-                                                directions="random" if directions is None else directions,
-                                                norm=norm, bias=bias, seed=seed, mode=mode,
-                                                batch_points=batch_points))
+    given, s = None, settings
+    if directions is not None and not isinstance(directions, str):  # a Plane or a list of direction dicts
+        given, s = directions, settings.replace(directions="random")
+    elif directions not in (None, LandscapeSettings.directions):
+        s = settings.replace(directions=directions)
     t_start = time.perf_counter()
     check_mode(s.mode)
     if s.directions == "pca" and given is None:

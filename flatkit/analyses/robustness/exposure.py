@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from flatkit.results import Result
-from flatkit.settings import ExposureSettings
+from flatkit.settings import ExposureSettings, takes
 
 
 def eps_from_output(
@@ -188,31 +188,21 @@ def _exposure_one(
     }
 
 
+@takes(ExposureSettings)
 def exposure(
     run: Any,
     compare: Sequence[Any] = (),
     labels: Sequence[str] | None = None,
-    n: int = 64,
-    sampler: str = "ddpm",
-    sampling_steps: int = 20,
-    ddim_eta: float = 0.0,
-    respacing: str | None = None,
-    clip: bool = True,
-    seed: int = 0,
-    batch_size: int = 64,
-    data: str | None = None,
-    eps_norm: str = "l2",
-    delta: bool = True,
-    settings: ExposureSettings | None = None,
     device: Any = None,
     progress: bool = False,
+    *,
+    settings: ExposureSettings,
 ) -> ExposureResult:
     """ADM-ES exposure-bias curves for ``run`` and each of ``compare`` (Python twin of ``flatkit exposure``)."""
     from flatkit.analyses.robustness.common import data_spec, model_labels, model_list, robustness_meta
     from flatkit.sampling import sampler_config
-    from flatkit.settings import make
 
-    s = make(ExposureSettings, settings, locals())
+    s = settings
     t0 = time.perf_counter()
     runs = model_list(run, compare)
     labels = model_labels(runs, labels)

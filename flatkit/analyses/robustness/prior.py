@@ -35,7 +35,7 @@ import torch
 
 from flatkit.errors import UsageError
 from flatkit.results import Result
-from flatkit.settings import PriorSettings
+from flatkit.settings import PriorSettings, takes
 
 
 def kl_isotropic(mu: float, s: float, d: int) -> float:
@@ -179,31 +179,17 @@ class PriorResult(Result):
 PER_MODEL = ("drift_mse", "drift_psnr", "drift_mse_std", "loss", "loss_change", "distance", "fd_pix")
 
 
+@takes(PriorSettings)
 def prior(
     run: Any,
     compare: Sequence[Any] = (),
     labels: Sequence[str] | None = None,
-    shifts: Sequence[float] = (0.0, 0.5, 1.0),
-    scales: Sequence[float] = (1.0, 1.2),
-    noise_etas: Sequence[float] = (),
-    n: int = 64,
-    sampler: str = "ddpm",
-    sampling_steps: int = 20,
-    ddim_eta: float = 0.0,
-    respacing: str | None = None,
-    clip: bool = True,
-    seed: int = 0,
-    batch_size: int = 64,
-    data: str | None = None,
-    n_eval: int = 128,
-    loss: str = "auto",
-    n_ref: int = 512,
-    projections: int = 256,
-    settings: PriorSettings | None = None,
     pool: int = 8,
     device: Any = None,
     progress: bool = False,
     n_preview: int = 8,
+    *,
+    settings: PriorSettings,
 ) -> PriorResult:
     """Sample every prior point of the grid for ``run`` and each of ``compare`` (paired by seed) and measure
     drift, distance to the data and the loss change; one result, per-model fields indexed by the model."""
@@ -218,9 +204,8 @@ def prior(
     )
     from flatkit.metrics.distances import distance_names, weight_free_distances
     from flatkit.sampling import draw_samples, respaced, sample_shape, sampler_config, to_uint8
-    from flatkit.settings import make
 
-    s = make(PriorSettings, settings, locals())
+    s = settings
     t0 = time.perf_counter()
     runs = model_list(run, compare)
     labels = model_labels(runs, labels)

@@ -28,7 +28,7 @@ from torch import nn
 
 from flatkit.errors import UsageError
 from flatkit.results import Result
-from flatkit.settings import QuantizeSettings
+from flatkit.settings import QuantizeSettings, takes
 
 GRANULARITIES = ("per-tensor", "per-channel")
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -229,33 +229,18 @@ def save_quantized_checkpoint(run: Any, state_dict: dict[str, torch.Tensor], pat
     save_checkpoint(ck, p)
 
 
+@takes(QuantizeSettings)
 def quantize(
     run: Any,
     compare: Sequence[Any] = (),
     labels: Sequence[str] | None = None,
-    bits: Sequence[int] = (8, 6, 4),
-    granularity: str = "per-tensor",
-    skip: Sequence[str] = (),
-    skip_first_last: bool = False,
-    n: int = 64,
-    sampler: str = "ddpm",
-    sampling_steps: int = 20,
-    ddim_eta: float = 0.0,
-    respacing: str | None = None,
-    clip: bool = True,
-    seed: int = 0,
-    batch_size: int = 64,
-    data: str | None = None,
-    n_eval: int = 128,
-    loss: str = "auto",
-    n_ref: int = 512,
-    projections: int = 256,
-    settings: QuantizeSettings | None = None,
     pool: int = 8,
     device: Any = None,
     save_dir: Any = None,
     progress: bool = False,
     n_preview: int = 16,
+    *,
+    settings: QuantizeSettings,
 ) -> QuantizeResult:
     """Quantize ``run`` and each of ``compare`` at each bit width and measure weight error, loss change (one
     bank for every model), paired drift and distance to the data; one result, per-model fields indexed by m."""
@@ -272,9 +257,8 @@ def quantize(
     from flatkit.metrics.distances import distance_names, weight_free_distances
     from flatkit.objective import Objective
     from flatkit.sampling import draw_samples, respaced, sample_shape, sampler_config, to_uint8
-    from flatkit.settings import make
 
-    s = make(QuantizeSettings, settings, locals())
+    s = settings
     t0 = time.perf_counter()
     runs = model_list(run, compare)
     labels = model_labels(runs, labels)
