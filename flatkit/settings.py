@@ -513,3 +513,18 @@ def format_default(value: Any, spec: OptionSpec) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
+
+
+def glossary_table() -> str:
+    """The glossary as the markdown table ``docs/cli.md`` holds (``python -m flatkit.settings`` prints it)."""
+    helps = {option_spec(f).flag: option_spec(f).help for cls in ANALYSES.values() for f in fields(cls)
+             if option_spec(f) is not None}
+    rows = ["| option | parameter | default | commands | meaning |", "| --- | --- | --- | --- | --- |"]
+    for flag, param, default, cmds in glossary():
+        rows.append(f"| `{flag}` | `{param}` | {default.replace('|', chr(92) + '|')} | {cmds} | "
+                    f"{helps[flag].replace('|', chr(92) + '|')} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(glossary_table())

@@ -471,3 +471,65 @@ class option_errors:  # noqa: N801 - used as a context manager: ``with option_er
         if isinstance(exc, UsageError):
             raise UsageError(option_message(str(exc))) from None
         return False
+
+
+def analysis_command(name: str, settings_cls: type, *extra: Callable, precision: bool = True,
+                     hessian: bool = False) -> Callable:
+    """The click command of an analysis: ``CKPT...`` / ``--compare`` / ``--labels``, the options of
+    ``settings_cls``, the command's ``extra`` options, ``--precision`` / ``--channels-last`` (unless
+    ``precision=False``) and the run options (weights, device, output, checkpoint loading, ``--model``)."""
+    def deco(f: Callable) -> Callable:
+        f = run_options(f)
+        if precision:
+            f = precision_options(hessian=hessian)(f)
+        for option in reversed(extra):
+            f = option(f)
+        f = settings_options(settings_cls)(f)
+        f = models_options(f)
+        return click.command(name)(f)
+
+    return deco
+
+
+@dataclasses_dataclass
+class AnalysisSetup:
+    """What an objective-based analysis command runs with: its settings, models, objectives on one bank, output
+    folder and the precision applied."""
+
+    name: str
+    settings: Any
+    models: Models
+    objectives: list
+    out_dir: Path
+    precision: dict | None
+    t0: float
+
+    def meta(self, analysis_meta: dict | None = None) -> dict:
+        """The result's meta: the analysis' own entries, then settings, checkpoints, versions, wall time."""
+        import time
+
+        from flatkit.results import make_meta
+
+        meta = dict(analysis_meta or {})
+        meta.update(make_meta(config=self.settings, runs=self.models.runs, labels=self.models.labels,
+                              device=self.objectives[0].device, wall_time_s=time.perf_counter() - self.t0,
+                              data_fingerprint=getattr(self.objectives[0].config, "data_fingerprint", None)))
+        if self.precision is not None:
+            meta["precision"] = self.precision
+        return meta
+
+
+def analysis_setup(params: dict, name: str, settings_cls: type) -> AnalysisSetup:
+    """Settings from the options, the models (``CKPT...`` / ``--compare`` / ``--labels`` / ``--weights``), their
+    objectives on one bank, ``--precision`` applied, the output folder resolved."""
+    import time
+
+    t0 = time.perf_counter()
+    s = settings_from(settings_cls, params)
+    models = load_models(params["ckpts"], params.get("compare", ()), params.get("labels"), params["weights"],
+                         params["device"], params.get("adm_flags"), params.get("trust_checkpoint", False))
+    objs = objectives_for(models, s)
+    prec = None
+    if "precision" in params:
+        prec = apply_precision(objs, params["precision"], params["channels_last"])
+    return AnalysisSetup(name, s, models, objs, resolve_out_dir(params.get("out"), name), prec, t0)

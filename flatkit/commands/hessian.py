@@ -7,57 +7,30 @@ measured on the SAME frozen bank.
 
 from __future__ import annotations
 
-import time
-
 import click
 
-from flatkit.commands._common import (
-    apply_precision,
-    echo_written,
-    load_models,
-    models_options,
-    objectives_for,
-    precision_options,
-    resolve_out_dir,
-    run_options,
-    settings_from,
-    settings_options,
-)
+from flatkit.commands._common import analysis_command, analysis_setup, echo_written
 from flatkit.settings import HessianSettings
 
 
-@click.command("hessian")
-@models_options
-@settings_options(HessianSettings)
-@precision_options(hessian=True)
-@run_options
+@analysis_command("hessian", HessianSettings, hessian=True)
 def command(**params) -> None:
     """Hessian top eigenvalues, trace and spectral density of the diffusion loss at each model's weights."""
     from flatkit import distributed as dist
     from flatkit.analyses.hessian import HessianResult, hessian
     from flatkit.plots.curvature import plot_hessian
-    from flatkit.results import make_meta
 
     dist.setup_command("hessian", click.get_current_context().params)  # torchrun: join, same options
-    s = settings_from(HessianSettings, params)
-    t0 = time.perf_counter()
-    models = load_models(params["ckpts"], params["compare"], params["labels"], params["weights"],
-                         params["device"], params["adm_flags"], params["trust_checkpoint"])
-    objs = objectives_for(models, s)
-    prec = apply_precision(objs, params["precision"], params["channels_last"])  # fp32 unless asked
-    outdir = resolve_out_dir(params["out"], "hessian")
-    res = hessian(objs[0], compare=objs[1:], labels=models.labels, settings=s)
-    analysis = res.meta
-    res.meta = make_meta(config=s, runs=models.runs, labels=models.labels, device=objs[0].device,
-                         wall_time_s=time.perf_counter() - t0, precision=prec,
-                         data_fingerprint=objs[0].config.data_fingerprint)
-    res.meta["objective"] = analysis.get("objective")
+    run = analysis_setup(params, "hessian", HessianSettings)
+    objs = run.objectives
+    res = hessian(objs[0], compare=objs[1:], labels=run.models.labels, settings=run.settings)
+    res.meta = run.meta(res.meta)
     if not dist.is_main():  # several ranks (micro-batches sharded, same numbers everywhere): rank 0 writes
         return
     for m in range(len(res.labels)):
         click.echo(summary_line(res, m))
-    written = list(res.save(outdir))
-    echo_written(written + plot_hessian(HessianResult.load(outdir), outdir))
+    written = list(res.save(run.out_dir))
+    echo_written(written + plot_hessian(HessianResult.load(run.out_dir), run.out_dir))
 
 
 def summary_line(res, m: int) -> str:

@@ -3,32 +3,13 @@ directions."""
 
 from __future__ import annotations
 
-import time
-
 import click
 
-from flatkit.commands._common import (
-    apply_precision,
-    echo_written,
-    load_models,
-    models_options,
-    objectives_for,
-    option_message,
-    precision_options,
-    resolve_out_dir,
-    run_options,
-    settings_from,
-    settings_options,
-)
-from flatkit.errors import UsageError
+from flatkit.commands._common import analysis_command, analysis_setup, echo_written
 from flatkit.settings import PerturbSettings
 
 
-@click.command("perturb")
-@models_options
-@settings_options(PerturbSettings)
-@precision_options()
-@run_options
+@analysis_command("perturb", PerturbSettings)
 def command(**params) -> None:
     """Loss under weight perturbation: ΔL(r) for random directions (mean ± std) and the worst case.
 
@@ -37,26 +18,16 @@ def command(**params) -> None:
     from flatkit import distributed as dist
     from flatkit.analyses.perturb import PerturbResult, perturb
     from flatkit.plots.landscape import plot_perturb
-    from flatkit.results import make_meta
 
     dist.setup_command("perturb", click.get_current_context().params)  # torchrun: join, same options
-    s = settings_from(PerturbSettings, params)
-    t0 = time.perf_counter()
-    models = load_models(params["ckpts"], params["compare"], params["labels"], params["weights"], params["device"],
-                         params["adm_flags"], params["trust_checkpoint"])
-    objs = objectives_for(models, s)
-    prec = apply_precision(objs, params["precision"], params["channels_last"])
-    outdir = resolve_out_dir(params["out"], "perturb")
-    try:
-        res = perturb(objs[0], compare=objs[1:], labels=models.labels, settings=s)
-    except UsageError as e:
-        raise UsageError(option_message(str(e))) from None
-    res.meta = {**res.meta, **make_meta(config=s, runs=models.runs, labels=models.labels, device=objs[0].device,
-                                        wall_time_s=time.perf_counter() - t0), "precision": prec}
+    run = analysis_setup(params, "perturb", PerturbSettings)
+    objs, s = run.objectives, run.settings
+    res = perturb(objs[0], compare=objs[1:], labels=run.models.labels, settings=s)
+    res.meta = run.meta(res.meta)
     if not dist.is_main():  # several ranks: rank 0 writes
         return
-    written = list(res.save(outdir))
-    written += plot_perturb(PerturbResult.load(outdir), outdir / "perturb")
+    written = list(res.save(run.out_dir))
+    written += plot_perturb(PerturbResult.load(run.out_dir), run.out_dir / "perturb")
     echo_written(written)
     r = res.radii
     for m, name in enumerate(res.labels):
