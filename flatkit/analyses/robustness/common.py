@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from flatkit.errors import UsageError
+from flatkit.results import Result
 
 
 def data_spec(run: Any, data: str | None) -> str:
@@ -126,3 +127,52 @@ def model_device(run: Any) -> torch.device:
 
 def as_numpy(x: torch.Tensor) -> np.ndarray:
     return x.detach().cpu().numpy()
+
+
+class PreviewsResult(Result):
+    """Base of the sampling results whose ``previews`` (uint8 NHWC sample grids) go to the ``.npz`` only; the
+    subclass declares the ``previews`` field."""
+
+    previews: Any
+
+    def _fields(self) -> dict[str, Any]:
+        out = super()._fields()
+        out.pop("previews", None)
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {} if self.previews is None else {"previews": np.asarray(self.previews)}
+
+
+def start_models(run: Any, compare: Sequence[Any], labels: Sequence[str] | None, settings: Any
+                 ) -> tuple[list, list[str], Any]:
+    """The models of one sampling analysis (:func:`model_list`), their labels (:func:`model_labels`) and the
+    sampler configuration of ``settings``."""
+    from flatkit.sampling import sampler_config
+
+    runs = model_list(run, compare)
+    return runs, model_labels(runs, labels), sampler_config(settings)
+
+
+def check_sample_shape(run: Any, shape: Sequence[int], label: str) -> None:
+    """A usage error when ``run`` draws samples of another shape than the first model's ``shape``."""
+    from flatkit.sampling import sample_shape
+
+    if sample_shape(run.config.model) != shape:
+        raise UsageError(f"run {label}: sample shape differs from the first model's")
+
+
+def append_model(res: Any, entry: dict[str, Any], keys: Sequence[str], previews: list | None = None,
+                 rows: Sequence[np.ndarray] = ()) -> None:
+    """Append one model's ``entry[k]`` to the per-model list ``res.k`` for every key, and its preview ``rows``
+    (if any) stacked to ``previews``."""
+    for k in keys:
+        getattr(res, k).append(entry[k])
+    if rows:
+        assert previews is not None
+        previews.append(np.stack(rows))
+
+
+def stack_previews(previews: Sequence[np.ndarray]) -> np.ndarray | None:
+    """The models' preview grids as one (M, ...) array, None when no model had any."""
+    return np.stack(previews) if previews else None

@@ -199,22 +199,18 @@ def exposure(
     settings: ExposureSettings,
 ) -> ExposureResult:
     """ADM-ES exposure-bias curves for ``run`` and each of ``compare`` (Python twin of ``flatkit exposure``)."""
-    from flatkit.analyses.robustness.common import data_spec, model_labels, model_list, robustness_meta
-    from flatkit.sampling import sampler_config
+    from flatkit.analyses.robustness.common import append_model, data_spec, robustness_meta, start_models
 
     s = settings
     t0 = time.perf_counter()
-    runs = model_list(run, compare)
-    labels = model_labels(runs, labels)
-    cfg = sampler_config(s)
+    runs, labels, cfg = start_models(run, compare, labels, s)
     res = ExposureResult(labels=labels, eps_norm=s.eps_norm)
     dev = None
     for ri, r in enumerate(runs):
         spec = data_spec(r, s.data)
         dev = device if device is not None else next(r.model.parameters()).device
         entry = _exposure_one(r, cfg, spec, s.eps_norm, dev, progress, s.delta, labels[ri])
-        for k in PER_MODEL:
-            getattr(res, k).append(entry[k])
+        append_model(res, entry, PER_MODEL)
     res.meta = robustness_meta(s, runs, labels, dev, t0, res.data, data_seed=s.seed + 1,
                                training_noise_seed=s.seed + 104729, delta_noise_stream=2)
     return res

@@ -33,8 +33,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from flatkit.analyses.robustness.common import (
+    PreviewsResult,
+    append_model,
+    check_sample_shape,
+    data_spec,
+    diffusion_bank,
+    paired_drift,
+    reference_samples,
+    robustness_meta,
+    stack_previews,
+    start_models,
+)
 from flatkit.errors import UsageError
-from flatkit.results import Result
 from flatkit.settings import PriorSettings, takes
 
 
@@ -137,7 +148,7 @@ def perturbed_bank_loss(
 
 
 @dataclass
-class PriorResult(Result):
+class PriorResult(PreviewsResult):
     """``prior.json``: the grid of prior points p (``kind``, ``mu``, ``s``, ``eta``, ``kl``) and, for each model m
     (``labels[m]``), its measures at every point: ``drift_mse[m][p]`` … ``fd_pix[m][p]``."""
 
@@ -162,14 +173,6 @@ class PriorResult(Result):
     previews: Any = None  # (M, P, k, H, W, C) uint8 NHWC samples of every model at every point
     meta: dict = field(default_factory=dict)
 
-    def _fields(self) -> dict[str, Any]:
-        out = super()._fields()
-        out.pop("previews", None)
-        return out
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {} if self.previews is None else {"previews": np.asarray(self.previews)}
-
     def point_labels(self) -> list[str]:
         """``μ=…, s=…`` / ``η=…`` of every prior point."""
         return [f"μ={m:g}, s={s:g}" if k == "shift_scale" else f"η={e:g}"
@@ -193,23 +196,12 @@ def prior(
 ) -> PriorResult:
     """Sample every prior point of the grid for ``run`` and each of ``compare`` (paired by seed) and measure
     drift, distance to the data and the loss change; one result, per-model fields indexed by the model."""
-    from flatkit.analyses.robustness.common import (
-        data_spec,
-        diffusion_bank,
-        model_labels,
-        model_list,
-        paired_drift,
-        reference_samples,
-        robustness_meta,
-    )
     from flatkit.metrics.distances import distance_names, weight_free_distances
-    from flatkit.sampling import draw_samples, respaced, sample_shape, sampler_config, to_uint8
+    from flatkit.sampling import draw_samples, respaced, sample_shape, to_uint8
 
     s = settings
     t0 = time.perf_counter()
-    runs = model_list(run, compare)
-    labels = model_labels(runs, labels)
-    cfg = sampler_config(s)
+    runs, labels, cfg = start_models(run, compare, labels, s)
     pts = prior_grid(s.shifts, s.scales, s.noise_etas)
     shape = sample_shape(runs[0].config.model)
     d = int(np.prod(shape))
@@ -228,8 +220,7 @@ def prior(
     previews = []
     dev = None
     for ri, r in enumerate(runs):
-        if sample_shape(r.config.model) != shape:
-            raise UsageError(f"run {labels[ri]}: sample shape differs from the first model's")
+        check_sample_shape(r, shape, labels[ri])
         spec = data_spec(r, s.data)
         res.data.append(spec)
         ref = reference_samples(spec, s.n_ref, s.seed + 1, shape)
@@ -256,11 +247,8 @@ def prior(
             entry["fd_pix"].append(dist["fd_pix"])
             if len(shape) == 3:
                 rows.append(to_uint8(x[:n_preview]))
-        for k in PER_MODEL:
-            getattr(res, k).append(entry[k])
-        if rows:
-            previews.append(np.stack(rows))
-    res.previews = np.stack(previews) if previews else None
+        append_model(res, entry, PER_MODEL, previews, rows)
+    res.previews = stack_previews(previews)
     res.meta = robustness_meta(s, runs, labels, dev, t0, res.data, pool=pool, ref_seed=s.seed + 1,
                                bank_seed=s.seed, noise_stream=1)
     return res

@@ -15,8 +15,6 @@ modified.
 from __future__ import annotations
 
 import copy
-import fnmatch
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,8 +24,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from flatkit.analyses.robustness.common import (
+    PreviewsResult,
+    append_model,
+    check_sample_shape,
+    data_spec,
+    paired_drift,
+    reference_samples,
+    robustness_meta,
+    stack_previews,
+    start_models,
+)
 from flatkit.errors import UsageError
-from flatkit.results import Result
+from flatkit.patterns import check_patterns, matches_any
 from flatkit.settings import QuantizeSettings, takes
 
 GRANULARITIES = ("per-tensor", "per-channel")
@@ -65,15 +74,6 @@ def quantize_tensor(w: torch.Tensor, bits: int, granularity: str = "per-tensor")
     return q.to(w.dtype)
 
 
-def _matches(pattern: str, name: str) -> bool:
-    if fnmatch.fnmatchcase(name, pattern):
-        return True
-    try:
-        return re.search(pattern, name) is not None
-    except re.error:
-        return False
-
-
 def quantizable_layers(
     model: nn.Module, skip: Sequence[str] = (), skip_first_last: bool = False
 ) -> list[str]:
@@ -91,10 +91,8 @@ def quantizable_layers(
     ]
     if not names:
         raise UsageError("model: it has no convolution or linear layer to quantize")
-    for p in skip:
-        if not any(_matches(p, n) for n in names):
-            raise UsageError(f"skip: pattern {p!r} matches no convolution or linear layer")
-    kept = [n for n in names if not any(_matches(p, n) for p in skip)]
+    check_patterns("skip", skip, names, "convolution or linear layer")
+    kept = [n for n in names if not matches_any(skip, n)]
     if skip_first_last and len(names) >= 2:
         kept = [n for n in kept if n not in (names[0], names[-1])]
     if not kept:
@@ -167,7 +165,7 @@ def quantized_model(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn
 
 
 @dataclass
-class QuantizeResult(Result):
+class QuantizeResult(PreviewsResult):
     """``quantize.json``: for each model m (``labels[m]``) one entry per bit width b (``loss[m][b]`` …, aligned
     with ``bits``) and its full-precision reference (``loss_fp[m]``, ``distance_fp[m]``, ``fd_pix_fp[m]``)."""
 
@@ -195,14 +193,6 @@ class QuantizeResult(Result):
     saved: list = field(default_factory=list)  # saved[m]: the quantized checkpoints written (--save)
     previews: Any = None  # (M, 1 + len(bits), k, H, W, C) uint8: full precision then each bit width
     meta: dict = field(default_factory=dict)
-
-    def _fields(self) -> dict[str, Any]:
-        out = super()._fields()
-        out.pop("previews", None)
-        return out
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {} if self.previews is None else {"previews": np.asarray(self.previews)}
 
 
 PER_BITS = ("weight_rel_error", "weight_max_abs_error", "weight_max_error_over_half_step", "weight_mse", "loss",
@@ -246,23 +236,13 @@ def quantize(
     bank for every model), paired drift and distance to the data; one result, per-model fields indexed by m."""
     from pathlib import Path
 
-    from flatkit.analyses.robustness.common import (
-        data_spec,
-        model_labels,
-        model_list,
-        paired_drift,
-        reference_samples,
-        robustness_meta,
-    )
     from flatkit.metrics.distances import distance_names, weight_free_distances
     from flatkit.objective import Objective
-    from flatkit.sampling import draw_samples, respaced, sample_shape, sampler_config, to_uint8
+    from flatkit.sampling import draw_samples, respaced, sample_shape, to_uint8
 
     s = settings
     t0 = time.perf_counter()
-    runs = model_list(run, compare)
-    labels = model_labels(runs, labels)
-    cfg = sampler_config(s)
+    runs, labels, cfg = start_models(run, compare, labels, s)
     spec = data_spec(runs[0], s.data)
     for r in runs:  # bad --skip patterns fail before any sampling
         quantizable_layers(r.model, s.skip, s.skip_first_last)
@@ -274,8 +254,7 @@ def quantize(
     previews = []
     dev = None
     for m, r in enumerate(runs):
-        if sample_shape(r.config.model) != shape:
-            raise UsageError(f"run {labels[m]}: sample shape differs from the first model's")
+        check_sample_shape(r, shape, labels[m])
         obj = obj0 if m == 0 else obj0.for_run(r)
         dev = device if device is not None else next(r.model.parameters()).device
         diff = respaced(r.diffusion, cfg)
@@ -319,11 +298,8 @@ def quantize(
                 entry["saved"].append(str(path))
         res.layers.append(layers)
         res.skipped.append([n_ for n_ in all_layers if n_ not in layers])
-        for k in PER_BITS:
-            getattr(res, k).append(entry[k])
-        if rows:
-            previews.append(np.stack(rows))
-    res.previews = np.stack(previews) if previews else None
+        append_model(res, entry, PER_BITS, previews, rows)
+    res.previews = stack_previews(previews)
     res.meta = robustness_meta(s, runs, labels, dev, t0, [spec], pool=pool, ref_seed=s.seed + 1,
                                quantized="weights of Conv1d/2d/3d and Linear layers; symmetric round-to-nearest",
                                objective=obj0.config.to_dict())
