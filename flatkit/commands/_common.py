@@ -448,17 +448,20 @@ class SamplingSetup:
     out_dir: Path
     context: Any
     precision: dict
+    settings: Any = None
 
 
-def sampling_setup(params: dict, name: str) -> SamplingSetup:
-    """Load CKPT... / --compare / --labels / --weights, resolve --device and --out, set up --precision."""
+def sampling_setup(params: dict, name: str, settings_cls: type | None = None) -> SamplingSetup:
+    """Settings from the options (when ``settings_cls`` is given); load CKPT... / --compare / --labels / --weights,
+    resolve --device and --out, set up --precision."""
+    s = settings_from(settings_cls, params) if settings_cls is not None else None
     dev = resolve_device(params["device"])
     models = load_models(params["ckpts"], params.get("compare", ()), params.get("labels"), params["weights"], dev,
                          params.get("adm_flags"), params.get("trust_checkpoint", False))
     out_dir = resolve_out_dir(params.get("out"), name)
     ctx, prec = sampling_precision_for(models.runs, params.get("precision", "fp32"),
                                        params.get("channels_last", False), dev)
-    return SamplingSetup(models, dev, out_dir, ctx, prec)
+    return SamplingSetup(models, dev, out_dir, ctx, prec, s)
 
 
 class option_errors:  # noqa: N801 - used as a context manager: ``with option_errors(): ...``

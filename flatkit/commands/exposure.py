@@ -4,33 +4,20 @@ from __future__ import annotations
 
 import click
 
-from flatkit.commands._common import (
-    echo_written,
-    models_options,
-    option_errors,
-    precision_options,
-    run_options,
-    sampling_setup,
-    settings_from,
-    settings_options,
-)
+from flatkit.commands._common import analysis_command, echo_written, sampling_setup
 from flatkit.settings import ExposureSettings
 
 
-@click.command("exposure")
-@models_options
-@settings_options(ExposureSettings)
-@run_options
-@precision_options()
+@analysis_command("exposure", ExposureSettings)
 def command(**params) -> None:
     """ADM-ES protocol: sampling vs training ‖ε_θ‖ at the same respaced steps, their gap, and δ_t."""
     from flatkit.analyses.robustness.exposure import ExposureResult, exposure
     from flatkit.plots.robustness import plot_exposure
 
-    s = settings_from(ExposureSettings, params)
-    run = sampling_setup(params, "exposure")
+    run = sampling_setup(params, "exposure", ExposureSettings)
+    s = run.settings
     runs = run.models.runs
-    with run.context, option_errors():
+    with run.context:
         res = exposure(runs[0], compare=runs[1:], labels=run.models.labels, settings=s, device=run.device,
                        progress=not params["no_progress"])
     res.meta["precision"] = run.precision

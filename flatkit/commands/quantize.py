@@ -4,36 +4,22 @@ from __future__ import annotations
 
 import click
 
-from flatkit.commands._common import (
-    echo_written,
-    models_options,
-    option_errors,
-    precision_options,
-    run_options,
-    sampling_setup,
-    settings_from,
-    settings_options,
-)
+from flatkit.commands._common import analysis_command, echo_written, sampling_setup
 from flatkit.settings import QuantizeSettings
 
 
-@click.command("quantize")
-@models_options
-@settings_options(QuantizeSettings)
-@click.option("--save", "save_ckpt", is_flag=True,
-              help="Write quantized_<b>bit_<granularity>.pt (a flatkit checkpoint) into --out for each bit width "
-                   "(<m>_quantized_... for model m with --compare).")
-@run_options
-@precision_options()
+@analysis_command("quantize", QuantizeSettings, click.option("--save", "save_ckpt", is_flag=True,
+                  help="Write quantized_<b>bit_<granularity>.pt (a flatkit checkpoint) into --out for each bit width "
+                       "(<m>_quantized_... for model m with --compare)."))
 def command(**params) -> None:
     """Fake-quantize conv / linear weights; report weight error, loss change, paired drift and distance."""
     from flatkit.analyses.robustness.quantize import QuantizeResult, quantize
     from flatkit.plots.robustness import plot_quantize, plot_quantize_samples
 
-    s = settings_from(QuantizeSettings, params)
-    run = sampling_setup(params, "quantize")
+    run = sampling_setup(params, "quantize", QuantizeSettings)
+    s = run.settings
     runs = run.models.runs
-    with run.context, option_errors():
+    with run.context:
         res = quantize(runs[0], compare=runs[1:], labels=run.models.labels, settings=s, device=run.device,
                        save_dir=run.out_dir if params["save_ckpt"] else None, progress=not params["no_progress"])
     res.meta["precision"] = run.precision
