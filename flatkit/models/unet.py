@@ -52,8 +52,8 @@ class TimestepEmbedSequential(nn.Sequential, TimestepBlock):
         return x
 
 
-class Upsample(nn.Module):
-    """Nearest-neighbour 2x upsampling of the last two spatial axes, optionally followed by a 3x3 conv."""
+class _Resample(nn.Module):
+    """What Upsample and Downsample share: channels in and out, whether a conv does the work, and ``dims``."""
 
     def __init__(self, channels: int, use_conv: bool, dims: int = 2, out_channels: int | None = None):
         super().__init__()
@@ -61,6 +61,13 @@ class Upsample(nn.Module):
         self.out_channels = out_channels or channels
         self.use_conv = use_conv
         self.dims = dims
+
+
+class Upsample(_Resample):
+    """Nearest-neighbour 2x upsampling of the last two spatial axes, optionally followed by a 3x3 conv."""
+
+    def __init__(self, channels: int, use_conv: bool, dims: int = 2, out_channels: int | None = None):
+        super().__init__(channels, use_conv, dims, out_channels)
         if use_conv:
             self.conv = conv_nd(dims, self.channels, self.out_channels, 3, padding=1)
 
@@ -74,15 +81,11 @@ class Upsample(nn.Module):
         return x
 
 
-class Downsample(nn.Module):
+class Downsample(_Resample):
     """2x downsampling: a stride-2 3x3 conv, or a 2x2 average pool when ``use_conv`` is False."""
 
     def __init__(self, channels: int, use_conv: bool, dims: int = 2, out_channels: int | None = None):
-        super().__init__()
-        self.channels = channels
-        self.out_channels = out_channels or channels
-        self.use_conv = use_conv
-        self.dims = dims
+        super().__init__(channels, use_conv, dims, out_channels)
         stride = 2 if dims != 3 else (1, 2, 2)
         if use_conv:
             self.op = conv_nd(dims, self.channels, self.out_channels, 3, stride=stride, padding=1)
@@ -184,20 +187,22 @@ def _softmax_last(w: torch.Tensor) -> torch.Tensor:
     return torch.softmax(w, dim=-1)
 
 
-class QKVAttentionLegacy(nn.Module):
-    """Multi-head scaled dot-product attention; qkv laid out per head as [q_h, k_h, v_h] (ADM's legacy order).
-
-    ``softmax(qᵀk / sqrt(ch)) v`` with the 1/sqrt(ch) split as 1/ch^(1/4) on q and on k (more stable in fp16).
-    """
+class _QKVAttention(nn.Module):
+    """Multi-head scaled dot-product attention ``softmax(qᵀk / sqrt(ch)) v`` with the 1/sqrt(ch) split as
+    1/ch^(1/4) on q and on k (more stable in fp16); the subclass says how qkv is laid out (:meth:`split`)."""
 
     def __init__(self, n_heads: int):
         super().__init__()
         self.n_heads = n_heads
 
+    def split(self, qkv: torch.Tensor, ch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v, each (batch · heads, ch, length)."""
+        raise NotImplementedError
+
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:
         bs, width, length = qkv.shape
         ch = width // (3 * self.n_heads)
-        q, k, v = qkv.reshape(bs * self.n_heads, ch * 3, length).split(ch, dim=1)
+        q, k, v = self.split(qkv, ch)
         scale = 1 / math.sqrt(math.sqrt(ch))
         weight = torch.einsum("bct,bcs->bts", q * scale, k * scale)
         weight = _softmax_last(weight)
@@ -205,26 +210,22 @@ class QKVAttentionLegacy(nn.Module):
         return a.reshape(bs, -1, length)
 
 
-class QKVAttention(nn.Module):
-    """As :class:`QKVAttentionLegacy`, with qkv laid out as [q (all heads), k (all heads), v (all heads)]."""
+class QKVAttentionLegacy(_QKVAttention):
+    """Attention with qkv laid out per head as [q_h, k_h, v_h] (ADM's legacy order)."""
 
-    def __init__(self, n_heads: int):
-        super().__init__()
-        self.n_heads = n_heads
+    def split(self, qkv: torch.Tensor, ch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        bs, _, length = qkv.shape
+        q, k, v = qkv.reshape(bs * self.n_heads, ch * 3, length).split(ch, dim=1)
+        return q, k, v
 
-    def forward(self, qkv: torch.Tensor) -> torch.Tensor:
-        bs, width, length = qkv.shape
-        ch = width // (3 * self.n_heads)
-        q, k, v = qkv.chunk(3, dim=1)
-        scale = 1 / math.sqrt(math.sqrt(ch))
-        weight = torch.einsum(
-            "bct,bcs->bts",
-            (q * scale).reshape(bs * self.n_heads, ch, length),
-            (k * scale).reshape(bs * self.n_heads, ch, length),
-        )
-        weight = _softmax_last(weight)
-        a = torch.einsum("bts,bcs->bct", weight, v.reshape(bs * self.n_heads, ch, length))
-        return a.reshape(bs, -1, length)
+
+class QKVAttention(_QKVAttention):
+    """Attention with qkv laid out as [q (all heads), k (all heads), v (all heads)]."""
+
+    def split(self, qkv: torch.Tensor, ch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        bs, _, length = qkv.shape
+        q, k, v = (t.reshape(bs * self.n_heads, ch, length) for t in qkv.chunk(3, dim=1))
+        return q, k, v
 
 
 class AttentionBlock(nn.Module):
