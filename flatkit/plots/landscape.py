@@ -160,6 +160,16 @@ RADIUS_WORDS = {"filter": "radius r (relative, per filter)", "layer": "radius r 
                 "none": "radius r (times an unnormalised Gaussian)"}
 
 
+def _loss_change_axes(ax: Any, r: np.ndarray, norm: str, ylabel: str, title: str) -> None:
+    """The frame of a loss-change-versus-radius panel: the zero line, the labels, the radius range, the legend."""
+    ax.axhline(0.0, color="0.6", lw=0.6, ls=":")
+    ax.set_xlabel(RADIUS_WORDS.get(norm, "radius r"))
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.set_xlim(r.min(), r.max())
+    ax.legend(frameon=False)
+
+
 def plot_perturb(res: Any, stem: str | Path, title: str | None = None) -> list[Path]:
     """ΔL(r) = L(θ + r d) − L(θ): random directions (mean ± one std over K) and the worst-case direction."""
     import matplotlib.pyplot as plt
@@ -177,22 +187,14 @@ def plot_perturb(res: Any, stem: str | Path, title: str | None = None) -> list[P
             mean, std = np.asarray(res.mean)[m], np.asarray(res.std)[m]
             ax.plot(r, mean, "-o", ms=2.5, color=c, label=f"{labels[m]} (L(θ) = {res.loss0[m]:.4g})")
             ax.fill_between(r, mean - std, mean + std, color=c, alpha=0.18, lw=0)
-        ax.axhline(0.0, color="0.6", lw=0.6, ls=":")
-        ax.set_xlabel(RADIUS_WORDS.get(res.norm, "radius r"))
-        ax.set_ylabel("L(θ + r d) − L(θ)")
-        ax.set_title(f"random Gaussian directions (mean ± std, K = {res.n_directions})")
-        ax.set_xlim(r.min(), r.max())
-        ax.legend(frameon=False)
+        _loss_change_axes(ax, r, res.norm, "L(θ + r d) − L(θ)",
+                          f"random Gaussian directions (mean ± std, K = {res.n_directions})")
         if has_worst:
             ax = axes[0, 1]
             for m in range(M):
                 ax.plot(r, worst[m], "-s", ms=2.5, color=colour(labels[m], m), label=labels[m])
-            ax.axhline(0.0, color="0.6", lw=0.6, ls=":")
-            ax.set_xlabel(RADIUS_WORDS.get(res.norm, "radius r"))
-            ax.set_ylabel("max L(θ + r d) − L(θ)")
-            ax.set_title(f"worst case (normalised gradient, {res.worst_steps} ascent steps)")
-            ax.set_xlim(r.min(), r.max())
-            ax.legend(frameon=False)
+            _loss_change_axes(ax, r, res.norm, "max L(θ + r d) − L(θ)",
+                              f"worst case (normalised gradient, {res.worst_steps} ascent steps)")
         fig.suptitle(title or "Loss under weight perturbation")
         fig.tight_layout()
     return save(fig, stem)
