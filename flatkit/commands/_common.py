@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass as dataclasses_dataclass
 from pathlib import Path
@@ -27,34 +25,9 @@ def device_option(f: Callable) -> Callable:
                         help="cpu, cuda, cuda:N or auto (cuda when available).")(f)
 
 
-def seed_option(f: Callable) -> Callable:
-    return click.option("--seed", metavar="INT", type=click.IntRange(min=0), default=0, show_default=True,
-                        help="Random seed (evaluation bank, directions, probes).")(f)
-
-
 def out_option(f: Callable) -> Callable:
     return click.option("--out", metavar="DIR", type=str, default=None,
                         help="Output folder (default: a new folder under runs/).")(f)
-
-
-def data_option(f: Callable) -> Callable:
-    return click.option("--data", metavar="SPEC", default=None,
-                        help="Data spec: builtin:NAME, cifar10:PATH, folder:PATH, npz:PATH "
-                             "(default: the data recorded in the checkpoint).")(f)
-
-
-def n_eval_option(default: int = 256) -> Callable:
-    def deco(f: Callable) -> Callable:
-        return click.option("--n-eval", metavar="N", type=click.IntRange(min=1), default=default,
-                            show_default=True, help="Size of the frozen evaluation bank.")(f)
-    return deco
-
-
-def batch_size_option(default: int = 64) -> Callable:
-    def deco(f: Callable) -> Callable:
-        return click.option("--batch-size", metavar="N", type=click.IntRange(min=1), default=default,
-                            show_default=True, help="Micro-batch size for evaluation.")(f)
-    return deco
 
 
 def checkpoint_options(f: Callable) -> Callable:
@@ -158,17 +131,6 @@ def sampling_precision_for(runs: list, precision: str, channels_last: bool, devi
     return sampling_precision(precision, channels_last), precision_meta(precision, channels_last, dev)
 
 
-def analysis_options(n_eval: int = 64, batch_size: int = 64) -> Callable:
-    """The options every loss-based analysis of one checkpoint takes: data, bank size, seed, weights, device,
-    micro-batch, output folder, checkpoint loading and ``--model`` (any torch model)."""
-    def deco(f: Callable) -> Callable:
-        for option in (model_options, checkpoint_options, out_option, batch_size_option(batch_size), device_option,
-                       weights_option, seed_option, n_eval_option(n_eval), data_option):
-            f = option(f)
-        return f
-    return deco
-
-
 def resolve_device(device: str) -> torch.device:
     """``auto`` → cuda when available else cpu; an unavailable device is a usage error naming --device."""
     if device in (None, "auto"):
@@ -233,39 +195,10 @@ def make_objective(run: Any, **kwargs: Any) -> Any:
     return Objective(run, **kwargs)
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    from flatkit.results import atomic_write_text, jsonable
-
-    atomic_write_text(path, json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n")
-
-
-def parse_float_list(value: str, option: str) -> list[float]:
-    """``"0,0.5,1"`` → ``[0.0, 0.5, 1.0]``; anything else is a usage error naming the option."""
-    try:
-        vals = [float(v) for v in str(value).split(",") if v.strip() != ""]
-    except ValueError:
-        raise UsageError(f"{option} {value}: expected comma-separated numbers") from None
-    if not vals:
-        raise UsageError(f"{option}: expected at least one value")
-    return vals
-
-
-def parse_int_list(value: str, option: str) -> list[int]:
-    try:
-        vals = [int(v) for v in str(value).split(",") if v.strip() != ""]
-    except ValueError:
-        raise UsageError(f"{option} {value}: expected comma-separated integers") from None
-    if not vals:
-        raise UsageError(f"{option}: expected at least one value")
-    return vals
-
-
 def echo_written(paths: list) -> None:
     for p in paths:
         if p is not None:
             click.echo(f"wrote {p}")
-
-
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -464,6 +397,19 @@ def sampling_setup(params: dict, name: str, settings_cls: type | None = None) ->
     return SamplingSetup(models, dev, out_dir, ctx, prec, s)
 
 
+def sampling_result(params: dict, name: str, settings_cls: type, analysis: Callable,
+                    extra: Callable[[SamplingSetup], dict] | None = None) -> tuple[Any, SamplingSetup, list]:
+    """Run a sampling analysis (prior, exposure, quantize) on the command's models and save its result:
+    (result, setup, the paths written). ``extra(setup)`` gives more keywords for ``analysis``."""
+    run = sampling_setup(params, name, settings_cls)
+    runs = run.models.runs
+    with run.context:
+        res = analysis(runs[0], compare=runs[1:], labels=run.models.labels, settings=run.settings,
+                       device=run.device, progress=not params["no_progress"], **(extra(run) if extra else {}))
+    res.meta["precision"] = run.precision
+    return res, run, list(res.save(run.out_dir))
+
+
 class option_errors:  # noqa: N801 - used as a context manager: ``with option_errors(): ...``
     """Library errors naming a settings parameter (``sampling_steps 5000: ...``) re-raised naming its option."""
 
@@ -536,3 +482,34 @@ def analysis_setup(params: dict, name: str, settings_cls: type) -> AnalysisSetup
     if "precision" in params:
         prec = apply_precision(objs, params["precision"], params["channels_last"])
     return AnalysisSetup(name, s, models, objs, resolve_out_dir(params.get("out"), name), prec, t0)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Commands that read result folders (figures, report)
+def parse_labels(values: tuple[str, ...], dirs: tuple[str, ...]) -> dict[str, str]:
+    """``--label DIR=NAME`` (repeatable); DIR must be one of the DIRs (as given, or the same folder)."""
+    known = {str(Path(d).resolve()): d for d in dirs}
+    out: dict[str, str] = {}
+    for v in values:
+        if "=" not in v:
+            raise UsageError(f"--label {v}: expected DIR=NAME")
+        d, name = v.rsplit("=", 1)
+        if not name.strip():
+            raise UsageError(f"--label {v}: empty NAME")
+        if d not in dirs and str(Path(d).resolve()) not in known:
+            raise UsageError(f"--label {v}: {d} is not one of the DIRs")
+        out[known.get(str(Path(d).resolve()), d)] = name.strip()
+    return out
+
+
+def results_reader_options(f: Callable) -> Callable:
+    """``--label DIR=NAME``, ``--landscape-radius``, ``--perturb-radius``: how figures and report read folders."""
+    f = click.option("--perturb-radius", metavar="R", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Radius at which the tables read ΔL under perturbation  [default: the largest radius "
+                          "every perturb result evaluated]")(f)
+    f = click.option("--landscape-radius", metavar="R", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Radius r of the landscape flatness number (mean ΔL over the slice's points with "
+                          "‖(α, β)‖ ≤ r)  [default: the largest disc inside the grid]")(f)
+    return click.option("--label", "label", metavar="DIR=NAME", multiple=True,
+                        help="Arm label of a DIR (repeatable), instead of the one derived from its checkpoint's "
+                             "training configuration and weights (e.g. --label runs/a=+SAM+EMA).")(f)

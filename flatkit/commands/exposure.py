@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from flatkit.commands._common import analysis_command, echo_written, sampling_setup
+from flatkit.commands._common import analysis_command, echo_written, sampling_result
 from flatkit.settings import ExposureSettings
 
 
@@ -14,14 +14,7 @@ def command(**params) -> None:
     from flatkit.analyses.robustness.exposure import ExposureResult, exposure
     from flatkit.plots.robustness import plot_exposure
 
-    run = sampling_setup(params, "exposure", ExposureSettings)
-    s = run.settings
-    runs = run.models.runs
-    with run.context:
-        res = exposure(runs[0], compare=runs[1:], labels=run.models.labels, settings=s, device=run.device,
-                       progress=not params["no_progress"])
-    res.meta["precision"] = run.precision
-    jpath, npath = res.save(run.out_dir)
-    echo_written([jpath, npath, *plot_exposure(ExposureResult.load(run.out_dir), run.out_dir / "exposure")])
+    res, run, written = sampling_result(params, "exposure", ExposureSettings, exposure)
+    echo_written([*written, *plot_exposure(ExposureResult.load(run.out_dir), run.out_dir / "exposure")])
     for m, label in enumerate(res.labels):
         click.echo(f"gap last step {res.gap_last[m]:.4g}, mean {res.gap_mean[m]:.4g} ({label})")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flatkit.commands._common import analysis_command, echo_written, sampling_setup
+from flatkit.commands._common import analysis_command, echo_written, sampling_result
 from flatkit.settings import PriorSettings
 
 
@@ -12,14 +12,7 @@ def command(**params) -> None:
     from flatkit.analyses.robustness.prior import PriorResult, prior
     from flatkit.plots.robustness import plot_prior, plot_prior_samples
 
-    run = sampling_setup(params, "prior", PriorSettings)
-    s = run.settings
-    runs = run.models.runs
-    with run.context:
-        res = prior(runs[0], compare=runs[1:], labels=run.models.labels, settings=s, device=run.device,
-                    progress=not params["no_progress"])
-    res.meta["precision"] = run.precision
-    jpath, npath = res.save(run.out_dir)
+    res, run, written = sampling_result(params, "prior", PriorSettings, prior)
     saved = PriorResult.load(run.out_dir)
-    echo_written([jpath, npath, *plot_prior(saved, run.out_dir / "prior"),
+    echo_written([*written, *plot_prior(saved, run.out_dir / "prior"),
                   *plot_prior_samples(saved, run.out_dir / "prior_samples")])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from flatkit.commands._common import analysis_command, echo_written, sampling_setup
+from flatkit.commands._common import analysis_command, echo_written, sampling_result
 from flatkit.settings import QuantizeSettings
 
 
@@ -16,14 +16,8 @@ def command(**params) -> None:
     from flatkit.analyses.robustness.quantize import QuantizeResult, quantize
     from flatkit.plots.robustness import plot_quantize, plot_quantize_samples
 
-    run = sampling_setup(params, "quantize", QuantizeSettings)
-    s = run.settings
-    runs = run.models.runs
-    with run.context:
-        res = quantize(runs[0], compare=runs[1:], labels=run.models.labels, settings=s, device=run.device,
-                       save_dir=run.out_dir if params["save_ckpt"] else None, progress=not params["no_progress"])
-    res.meta["precision"] = run.precision
-    jpath, npath = res.save(run.out_dir)
+    res, run, written = sampling_result(params, "quantize", QuantizeSettings, quantize, extra=lambda run: {
+        "save_dir": run.out_dir if params["save_ckpt"] else None})
     saved = QuantizeResult.load(run.out_dir)
-    echo_written([jpath, npath, *plot_quantize(saved, run.out_dir / "quantize"), *[p for ps in res.saved for p in ps],
+    echo_written([*written, *plot_quantize(saved, run.out_dir / "quantize"), *[p for ps in res.saved for p in ps],
                   *plot_quantize_samples(saved, run.out_dir / "quantize_samples")])

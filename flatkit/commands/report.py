@@ -11,25 +11,10 @@ from pathlib import Path
 
 import click
 
+from flatkit.commands._common import parse_labels, results_reader_options
 from flatkit.errors import UsageError
 
 REPORT_FILES = ("report.md", "report.html", "report.json", "summary.csv", "summary.tex")
-
-
-def parse_labels(values: tuple[str, ...], dirs: tuple[str, ...]) -> dict[str, str]:
-    """``--label DIR=NAME`` (repeatable); DIR must be one of the DIRs (as given, or the same folder)."""
-    known = {str(Path(d).resolve()): d for d in dirs}
-    out: dict[str, str] = {}
-    for v in values:
-        if "=" not in v:
-            raise UsageError(f"--label {v}: expected DIR=NAME")
-        d, name = v.rsplit("=", 1)
-        if not name.strip():
-            raise UsageError(f"--label {v}: empty NAME")
-        if d not in dirs and str(Path(d).resolve()) not in known:
-            raise UsageError(f"--label {v}: {d} is not one of the DIRs")
-        out[known.get(str(Path(d).resolve()), d)] = name.strip()
-    return out
 
 
 def check_out(out: Path, overwrite: bool) -> None:
@@ -46,14 +31,7 @@ def check_out(out: Path, overwrite: bool) -> None:
 @click.option("--out", metavar="DIR", required=True, help="Output folder of the report.")
 @click.option("--overwrite", is_flag=True, help="Replace a report already in --out.")
 @click.option("--title", metavar="TEXT", default="flatkit report", show_default=True, help="Report title.")
-@click.option("--label", "label", metavar="DIR=NAME", multiple=True,
-              help="Arm label of a DIR (repeatable), instead of the one derived from its checkpoint's training "
-                   "configuration and weights (e.g. --label runs/a=+SAM+EMA).")
-@click.option("--landscape-radius", metavar="R", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Radius r of the landscape flatness number  [default: the largest disc inside the grid]")
-@click.option("--perturb-radius", metavar="R", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Radius at which the summary reads ΔL under perturbation  [default: the largest radius every "
-                   "perturb result evaluated]")
+@results_reader_options
 def command(dirs: tuple[str, ...], out: str, overwrite: bool, title: str, label: tuple[str, ...],
             landscape_radius: float | None, perturb_radius: float | None) -> None:
     """Write report.md, report.html, report.json, summary.csv and summary.tex from the result files in DIR...
