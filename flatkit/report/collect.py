@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -484,22 +485,23 @@ def landscape_flatness(run: RunDir, radius: float | None = None) -> dict | None:
             "values": vals, "coords_a": a, "coords_b": d["coords_b"]}
 
 
-def exposure_curves(run: RunDir) -> dict | None:
-    res = run.results.get("exposure")
+def _sampled(run: RunDir, name: str, adapter: Callable) -> dict | None:
+    """A sampling measure's numbers for the run's model (without preview images), with its T' and sampler."""
+    res = run.results.get(name)
     if res is None:
         return None
     steps, sampler = sampler_of(res)
-    return {**_exposure(res, run.model), "steps": steps, "sampler": sampler}
+    out = adapter(res, run.model)
+    out.pop("previews", None)
+    return {**out, "steps": steps, "sampler": sampler}
+
+
+def exposure_curves(run: RunDir) -> dict | None:
+    return _sampled(run, "exposure", _exposure)
 
 
 def prior_points(run: RunDir) -> dict | None:
-    res = run.results.get("prior")
-    if res is None:
-        return None
-    steps, sampler = sampler_of(res)
-    out = _prior(res, run.model)
-    out.pop("previews")
-    return {**out, "steps": steps, "sampler": sampler}
+    return _sampled(run, "prior", _prior)
 
 
 def prior_point_name(key: tuple) -> str:
@@ -508,13 +510,7 @@ def prior_point_name(key: tuple) -> str:
 
 
 def quantize_table(run: RunDir) -> dict | None:
-    res = run.results.get("quantize")
-    if res is None:
-        return None
-    steps, sampler = sampler_of(res)
-    out = _quantize(res, run.model)
-    out.pop("previews")
-    return {**out, "steps": steps, "sampler": sampler}
+    return _sampled(run, "quantize", _quantize)
 
 
 def quantize_previews(run: RunDir) -> np.ndarray | None:
