@@ -22,7 +22,7 @@ from flatkit.config import (
     model_config_from_dict,
 )
 from flatkit.errors import UsageError
-from flatkit.interop.weights import STRIP_PREFIXES, is_state_dict, load_state, strip_prefixes
+from flatkit.interop.weights import STRIP_PREFIXES, load_state, strip_prefixes, unwrap_state_dict
 from flatkit.results import file_sha256
 
 __all__ = ["STRIP_PREFIXES", "Run", "load", "strip_prefixes"]
@@ -76,13 +76,8 @@ def _flatkit_run_config(obj: dict, spath: str) -> RunConfig:
 
 def _unwrap_state_dict(obj: Any, spath: str) -> dict[str, torch.Tensor]:
     """The model state dict in a plain torch file: the file itself or one of the common wrapper keys."""
-    sd = obj
-    if isinstance(obj, dict) and not is_state_dict(obj):
-        for key in _STATE_DICT_KEYS:
-            if is_state_dict(obj.get(key)):
-                sd = obj[key]
-                break
-    if not is_state_dict(sd):
+    sd = unwrap_state_dict(obj, _STATE_DICT_KEYS)
+    if sd is None:
         raise UsageError(f"{spath}: neither a flatkit checkpoint nor a model state dict")
     return sd
 

@@ -5,6 +5,7 @@ normalising its keys (:func:`strip_prefixes`) and loading it into a model with o
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +61,20 @@ def read_state_dict(path: str | os.PathLike, name: str | None = None, trust: boo
         raise UsageError(f"{name}: {str(e).removeprefix(str(path) + ': ')}") from None
     if isinstance(obj, dict) and isinstance(obj.get("weights"), dict) and is_state_dict(obj["weights"].get("raw")):
         obj = obj["weights"]["raw"]  # a flatkit checkpoint: its raw weights
-    if isinstance(obj, dict) and not is_state_dict(obj):
-        for key in WRAPPER_KEYS:
-            if is_state_dict(obj.get(key)):
-                obj = obj[key]
-                break
-    if not is_state_dict(obj):
+    sd = unwrap_state_dict(obj)
+    if sd is None:
         raise UsageError(f"{name}: not a state dict (a dict of parameter name -> tensor)")
-    return obj
+    return sd
+
+
+def unwrap_state_dict(obj: Any, keys: Sequence[str] = WRAPPER_KEYS) -> dict[str, torch.Tensor] | None:
+    """``obj`` itself when it is a state dict, else what the first of the wrapper ``keys`` holding a state dict
+    holds; None when neither."""
+    if isinstance(obj, dict) and not is_state_dict(obj):
+        for key in keys:
+            if is_state_dict(obj.get(key)):
+                return obj[key]
+    return obj if is_state_dict(obj) else None
 
 
 def strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
