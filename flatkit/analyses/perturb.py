@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from flatkit import distributed as dist
+from flatkit.analyses.compare import labelled_objectives
 from flatkit.analyses.directions import ParamDict, gaussian_like, normalize_direction
 from flatkit.analyses.directions import norm as _l2
 from flatkit.analyses.landscape.evaluate import calibrate, check_mode, evaluate_block, loss_and_gradient, loss_float64
-from flatkit.errors import UsageError
 from flatkit.results import Result, make_meta
 from flatkit.settings import BANK_FIELDS, PerturbSettings, takes
 
@@ -116,14 +116,7 @@ def perturb(
     t0 = time.perf_counter()
     check_mode(s.mode)
     r = np.asarray([float(x) for x in s.radii], dtype=np.float64)
-    objs = [obj, *compare]
-    labels = list(labels) if labels is not None else [f"model{m}" for m in range(len(objs))]
-    if len(labels) != len(objs):
-        raise UsageError(f"labels: {len(labels)} given for {len(objs)} models")
-    if check:
-        for o in objs:
-            if hasattr(o, "check_determinism"):
-                o.check_determinism()
+    objs, labels = labelled_objectives(obj, compare, labels, check)
     thetas = [{n: v.detach() for n, v in o.params.items()} for o in objs]
     g = torch.Generator(device="cpu")
     g.manual_seed(int(s.seed))
