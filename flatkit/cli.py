@@ -61,6 +61,13 @@ class FlatkitGroup(click.Group):
         context.COMMAND_LINE = ["flatkit", *(sys.argv[1:] if args is None else [str(x) for x in args])]
         return super().main(args, *a, **kw)
 
+    def make_context(self, info_name, args, parent=None, **extra):  # type: ignore[override]
+        """The group's own options (``--threads x``) fail in one line too."""
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:
+            usage_error_exit(e, None)
+
     def invoke(self, ctx: click.Context):
         debug = bool(ctx.params.get("debug"))
         try:
@@ -77,6 +84,8 @@ class FlatkitGroup(click.Group):
             click.echo("flatkit: interrupted (progress so far is saved where the command supports resuming)",
                        err=True)
             ctx.exit(130)
+        except click.UsageError as e:  # a bad choice, int, option or command: one line, exit 2
+            usage_error_exit(e, ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except Exception as e:  # noqa: BLE001 - an unexpected failure still gets one line
@@ -85,6 +94,18 @@ class FlatkitGroup(click.Group):
             msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
             click.echo(f"flatkit: error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)", err=True)
             ctx.exit(1)
+
+
+def usage_error_exit(e: click.UsageError, ctx: click.Context | None) -> None:
+    """click's usage error (bad choice, bad int, unknown option) as one line ``flatkit CMD: error: ...``, exit 2
+    (click's own form is three or four lines: Usage, Try, Error)."""
+    where = e.ctx if e.ctx is not None else ctx
+    name = where.info_name if where is not None and where.parent is not None else None
+    if name is None and ctx is not None and ctx.invoked_subcommand:
+        name = ctx.invoked_subcommand
+    msg = " ".join(e.format_message().split())
+    click.echo(f"flatkit{' ' + name if name else ''}: error: {msg}", err=True)
+    raise click.exceptions.Exit(2)
 
 
 @click.group(cls=FlatkitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
