@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
 from flatkit.commands._common import (
-    apply_precision,
+    analysis_command,
+    analysis_setup,
     echo_written,
-    load_models,
     load_run,
-    models_options,
-    objectives_for,
-    option_message,
-    precision_options,
-    resolve_out_dir,
-    run_options,
     settings_from,
-    settings_options,
 )
 from flatkit.errors import UsageError
 from flatkit.settings import LandscapeSettings
@@ -58,14 +50,13 @@ def load_trajectory(folder: str, weights: str, adm_flags: str | None, trust: boo
     return [({k: v.detach() for k, v in r.model.named_parameters()}, r.step) for r in runs]
 
 
-@click.command("landscape")
-@models_options
-@settings_options(LandscapeSettings)
-@click.option("--trajectory", metavar="DIR", default=None, help="Folder of checkpoints for --directions pca.")
-@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out (same configuration only).")
-@click.option("--replot", metavar="DIR", default=None, help="Redraw the figures from DIR's result files; no compute.")
-@precision_options()
-@run_options
+@analysis_command(
+    "landscape", LandscapeSettings,
+    click.option("--trajectory", metavar="DIR", default=None, help="Folder of checkpoints for --directions pca."),
+    click.option("--resume", is_flag=True, help="Continue the interrupted run in --out (same configuration only)."),
+    click.option("--replot", metavar="DIR", default=None,
+                 help="Redraw the figures from DIR's result files; no compute."),
+)
 def command(**params) -> None:
     """1-D / 2-D loss-landscape slices L(θ + α d1 + β d2), with figures.
 
@@ -75,35 +66,26 @@ def command(**params) -> None:
     model through the same directions and bank (with --directions interp: the line to CKPT2, or the plane
     through CKPT2 and CKPT3).
     """
-    s = settings_from(LandscapeSettings, params)
     if params["replot"] is not None:
+        settings_from(LandscapeSettings, params)  # the options are still checked
         echo_written(replot(params["replot"], params["out"]))
         return
-    _check_options(s, params)
+    _check_options(params)
     from flatkit import distributed as dist
     from flatkit.analyses.landscape import landscape
-    from flatkit.results import make_meta
 
     dist.setup_command("landscape", click.get_current_context().params)  # torchrun: join, same options
-    t0 = time.perf_counter()
-    models = load_models(params["ckpts"], params["compare"], params["labels"], params["weights"], params["device"],
-                         params["adm_flags"], params["trust_checkpoint"])
-    objs = objectives_for(models, s)
-    prec = apply_precision(objs, params["precision"], params["channels_last"])
-    outdir = resolve_out_dir(params["out"], "landscape")
+    run = analysis_setup(params, "landscape", LandscapeSettings)
+    objs, outdir = run.objectives, run.out_dir
     given, ratio = None, None
-    if s.directions == "pca":
-        given, ratio, s = pca_plane(params, s, objs[0])
+    if run.settings.directions == "pca":
+        given, ratio, run.settings = pca_plane(params, run.settings, objs[0])
     bar = _progress() if dist.is_main() and not params["no_progress"] else None
-    try:
-        res = landscape(objs[0], directions=given, compare=objs[1:], labels=models.labels, out=outdir,
-                        resume=params["resume"], progress=bar, settings=s)
-    except UsageError as e:
-        raise UsageError(option_message(str(e))) from None
+    res = landscape(objs[0], directions=given, compare=objs[1:], labels=run.models.labels, out=outdir,
+                    resume=params["resume"], progress=bar, settings=run.settings)
     if ratio is not None:
         res.directions, res.explained_variance = "pca", [float(x) for x in ratio]
-    res.meta = {**res.meta, **make_meta(config=s, runs=models.runs, labels=models.labels, device=objs[0].device,
-                                        wall_time_s=time.perf_counter() - t0), "precision": prec}
+    res.meta = run.meta(res.meta)
     if not dist.is_main():  # several ranks: rank 0 writes
         return
     written = list(res.save(outdir))
@@ -113,14 +95,14 @@ def command(**params) -> None:
                f"L(θ) = {', '.join(f'{v:.6g}' for v in res.loss_centre)}")
 
 
-def _check_options(s: LandscapeSettings, params: dict) -> None:
+def _check_options(params: dict) -> None:
     if not params["ckpts"] and params.get("model") is None:
         raise UsageError("CKPT: a checkpoint is required (or --replot DIR)")
     if params["resume"] and params["out"] is None:
         raise UsageError("--resume: needs --out DIR, the folder of the interrupted run")
-    if params["trajectory"] is not None and s.directions != "pca":
+    if params["trajectory"] is not None and params["directions"] != "pca":
         raise UsageError("--trajectory: only with --directions pca")
-    if s.directions == "pca" and params["trajectory"] is None:
+    if params["directions"] == "pca" and params["trajectory"] is None:
         raise UsageError("--directions pca: needs --trajectory DIR")
 
 
