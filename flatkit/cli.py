@@ -8,8 +8,11 @@ settings parameter (``n_eval 0: ...``) is shown with the option's name (``--n-ev
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -47,6 +50,8 @@ class FlatkitGroup(click.Group):
         cmd = importlib.import_module(f"flatkit.commands.{name}").command
         if cmd.help is None:
             cmd.help = COMMANDS[name]
+        if cmd.callback is not None and not getattr(cmd.callback, "_sets_threads", False):
+            cmd.callback = _with_cpu_threads(cmd.callback)
         return cmd
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -116,7 +121,22 @@ def usage_error_exit(e: click.UsageError, ctx: click.Context | None) -> None:
                    "else torch's]")
 def main(debug: bool, threads: int | None) -> None:
     """flatkit: measure how flat a diffusion model's loss surface is, and what that flatness buys."""
-    set_cpu_threads(threads)
+    # --threads is applied when a subcommand runs (_with_cpu_threads), not here: click calls this before it
+    # parses the subcommand's --help, and setting threads imports torch.
+
+
+def _with_cpu_threads(callback: Callable) -> Callable:
+    """``callback`` that first sets torch's CPU threads from the group's ``--threads`` (so torch is imported only
+    when a command runs: ``flatkit CMD --help`` and shell completion stay light)."""
+
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context(silent=True)
+        set_cpu_threads(ctx.find_root().params.get("threads") if ctx is not None else None)
+        return callback(*args, **kwargs)
+
+    run._sets_threads = True  # type: ignore[attr-defined]
+    return run
 
 
 def set_cpu_threads(threads: int | None) -> int:

@@ -6,12 +6,14 @@ import datetime as _dt
 from collections.abc import Callable
 from dataclasses import dataclass as dataclasses_dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import torch
 
 from flatkit.errors import UsageError
+
+if TYPE_CHECKING:  # torch is imported where it is used: `flatkit CMD --help` stays instant
+    import torch
 
 
 def weights_option(f: Callable) -> Callable:
@@ -23,6 +25,12 @@ def weights_option(f: Callable) -> Callable:
 def device_option(f: Callable) -> Callable:
     return click.option("--device", metavar="DEV", default="auto", show_default=True,
                         help="cpu, cuda, cuda:N or auto (cuda when available).")(f)
+
+
+def overwrite_option(f: Callable) -> Callable:
+    return click.option("--overwrite", is_flag=True,
+                        help="Replace a result already in --out (without it an occupied --out is reused when it "
+                             "holds this result of the same settings and checkpoint, else refused).")(f)
 
 
 def out_option(f: Callable) -> Callable:
@@ -108,6 +116,8 @@ def precision_options(hessian: bool = False) -> Callable:
 
 def apply_precision(objs: list, precision: str, channels_last: bool) -> dict:
     """Set ``--precision`` / ``--channels-last`` on the objectives; returns what the result's meta records."""
+    import torch
+
     from flatkit.precision import check_precision, precision_meta
 
     dev = objs[0].device if objs else torch.device("cpu")
@@ -121,6 +131,8 @@ def apply_precision(objs: list, precision: str, channels_last: bool) -> dict:
 def sampling_precision_for(runs: list, precision: str, channels_last: bool, device: Any) -> tuple[Any, dict]:
     """``--precision`` / ``--channels-last`` of a sampling command: the context to sample in and what the result's
     meta records. On CUDA, channels-last converts the command's own models (loaded for it) in place."""
+    import torch
+
     from flatkit.precision import check_precision, precision_meta, sampling_precision
 
     dev = torch.device(device)
@@ -133,6 +145,8 @@ def sampling_precision_for(runs: list, precision: str, channels_last: bool, devi
 
 def resolve_device(device: str) -> torch.device:
     """``auto`` → cuda when available else cpu; an unavailable device is a usage error naming --device."""
+    import torch
+
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -162,6 +176,41 @@ def resolve_out_dir(out: str | None, name: str) -> Path:
         p = Path("runs") / f"{name}-{stamp}-{i}"
         i += 1
     return p
+
+
+def claim_out(params: dict, name: str, config: Any = None, runs: Any = (), identity: list | None = None,
+              prefixes: tuple[str, ...] = (), finished: Callable[[Path], bool] | None = None,
+              one_checkpoint: bool = True) -> Any:
+    """The output-folder policy of every writing command (:mod:`flatkit.outputs`, docs/cli.md "Outputs"):
+    ``--out`` (or a new folder under runs/) checked against ``<name>.json`` of the same ``config`` and inputs
+    (``runs``' sha256 and weights, or ``identity``), refused with exit 2 naming ``--out`` unless ``--overwrite``,
+    then created and locked for the life of the command; ``finished(folder)`` false: the result there is
+    unfinished, and the state is ``resume``. Also applies ``--no-progress``. Returns the
+    :class:`~flatkit.outputs.OutState` (``.reused``: the result is there, compute nothing)."""
+    from flatkit import outputs, progress
+
+    progress.configure(not params.get("no_progress", False))
+    out_dir = resolve_out_dir(params.get("out"), name)
+    if identity is None:
+        identity = [[getattr(r, "sha256", None), getattr(r, "weights", None)] for r in runs]
+    cfg = config.to_dict() if hasattr(config, "to_dict") else config
+    if params.get("resume"):  # the command's own --resume checks the folder (landscape, train)
+        state = outputs.OutState(out_dir, "resume")
+    else:
+        state = outputs.decide(out_dir, name, config=cfg, identity=identity,
+                               overwrite=bool(params.get("overwrite")), prefixes=prefixes,
+                               one_checkpoint=one_checkpoint)
+        if state.reused and finished is not None and not finished(out_dir):
+            state.state = "resume"
+        if state.state == "resume":
+            click.echo(f"resuming the unfinished {name} result in {out_dir} (same settings)", err=True)
+    outputs.lock_out(out_dir)
+    if state.reused:
+        click.echo(f"reusing {state.result} (same settings and checkpoint; --overwrite recomputes)", err=True)
+    elif state.state == "overwrite":
+        click.echo(f"note: --overwrite: replacing the {name} result in {out_dir}", err=True)
+        outputs.clear_owned(state, name, prefixes)
+    return state
 
 
 def load_run(ckpt: str, weights: str = "raw", adm_flags: str | None = None, trust: bool = False,
@@ -364,6 +413,7 @@ def run_options(f: Callable) -> Callable:
     """What every analysis command takes beyond its settings: weights, device, output folder, checkpoint
     loading, ``--model`` (any torch model) and ``--no-progress``."""
     f = click.option("--no-progress", is_flag=True, help="No progress output.")(f)
+    f = overwrite_option(f)
     for option in (model_options, checkpoint_options, out_option, device_option, weights_option):
         f = option(f)
     return f
@@ -382,6 +432,7 @@ class SamplingSetup:
     context: Any
     precision: dict
     settings: Any = None
+    out_state: Any = None  # the output policy's decision (flatkit.outputs.OutState); .reused: compute nothing
 
 
 def sampling_setup(params: dict, name: str, settings_cls: type | None = None) -> SamplingSetup:
@@ -391,17 +442,21 @@ def sampling_setup(params: dict, name: str, settings_cls: type | None = None) ->
     dev = resolve_device(params["device"])
     models = load_models(params["ckpts"], params.get("compare", ()), params.get("labels"), params["weights"], dev,
                          params.get("adm_flags"), params.get("trust_checkpoint", False))
-    out_dir = resolve_out_dir(params.get("out"), name)
+    state = claim_out(params, name, s, models.runs, prefixes=("quantized", *(f"{m}_quantized" for m in range(10)))
+                      if name == "quantize" else ())
     ctx, prec = sampling_precision_for(models.runs, params.get("precision", "fp32"),
                                        params.get("channels_last", False), dev)
-    return SamplingSetup(models, dev, out_dir, ctx, prec, s)
+    return SamplingSetup(models, dev, state.path, ctx, prec, s, state)
 
 
 def sampling_result(params: dict, name: str, settings_cls: type, analysis: Callable,
                     extra: Callable[[SamplingSetup], dict] | None = None) -> tuple[Any, SamplingSetup, list]:
     """Run a sampling analysis (prior, exposure, quantize) on the command's models and save its result:
-    (result, setup, the paths written). ``extra(setup)`` gives more keywords for ``analysis``."""
+    (result, setup, the paths written). ``extra(setup)`` gives more keywords for ``analysis``. When --out holds
+    this result already (same settings and checkpoints), nothing is computed: (None, setup, [])."""
     run = sampling_setup(params, name, settings_cls)
+    if run.out_state is not None and run.out_state.reused:
+        return None, run, []
     runs = run.models.runs
     with run.context:
         res = analysis(runs[0], compare=runs[1:], labels=run.models.labels, settings=run.settings,
@@ -452,6 +507,7 @@ class AnalysisSetup:
     out_dir: Path
     precision: dict | None
     t0: float
+    out_state: Any = None  # the output policy's decision (flatkit.outputs.OutState); .reused: compute nothing
 
     def meta(self, analysis_meta: dict | None = None) -> dict:
         """The result's meta: the analysis' own entries, then settings, checkpoints, versions, wall time."""
@@ -468,7 +524,8 @@ class AnalysisSetup:
         return meta
 
 
-def analysis_setup(params: dict, name: str, settings_cls: type) -> AnalysisSetup:
+def analysis_setup(params: dict, name: str, settings_cls: type,
+                   finished: Callable[[Path], bool] | None = None) -> AnalysisSetup:
     """Settings from the options, the models (``CKPT...`` / ``--compare`` / ``--labels`` / ``--weights``), their
     objectives on one bank, ``--precision`` applied, the output folder resolved."""
     import time
@@ -477,11 +534,14 @@ def analysis_setup(params: dict, name: str, settings_cls: type) -> AnalysisSetup
     s = settings_from(settings_cls, params)
     models = load_models(params["ckpts"], params.get("compare", ()), params.get("labels"), params["weights"],
                          params["device"], params.get("adm_flags"), params.get("trust_checkpoint", False))
+    state = claim_out(params, name, s, models.runs, finished=finished)
+    if state.reused:
+        return AnalysisSetup(name, s, models, [], state.path, None, t0, state)
     objs = objectives_for(models, s)
     prec = None
     if "precision" in params:
         prec = apply_precision(objs, params["precision"], params["channels_last"])
-    return AnalysisSetup(name, s, models, objs, resolve_out_dir(params.get("out"), name), prec, t0)
+    return AnalysisSetup(name, s, models, objs, state.path, prec, t0, state)
 
 
 # ------------------------------------------------------------------------------------------------------------
