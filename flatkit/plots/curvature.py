@@ -50,10 +50,45 @@ def plot_per_timestep(res: Any, path: str | Path) -> list[Path]:
         return save(fig, Path(path))
 
 
+def plot_summary(res: Any, path: str | Path) -> list[Path]:
+    """Top eigenvalues (λ_1 a bar, λ_2..k points) and the trace (± its standard error) of each model, side by side."""
+    import matplotlib.pyplot as plt
+
+    panels = [p for p, have in (("eig", bool(res.eigenvalues)), ("trace", bool(res.trace))) if have]
+    if not panels:
+        return []
+    x = np.arange(len(res.labels))
+    with style():
+        fig, axes = plt.subplots(1, len(panels), figsize=(max(3.2, 0.9 * len(x) + 1.6) * len(panels), 3.0),
+                                 squeeze=False)
+        for ax, panel in zip(axes[0], panels, strict=True):
+            for m, label in enumerate(res.labels):
+                c = colour(label, m)
+                if panel == "eig":
+                    lam = np.asarray(res.eigenvalues[m], dtype=float)
+                    ax.bar(m, lam[0], color=c, alpha=0.8, width=0.6)
+                    if lam.size > 1:
+                        ax.plot(np.full(lam.size - 1, m), lam[1:], "_", color="black", ms=14, mew=1.2)
+                else:
+                    se = res.trace_stderr[m] if res.trace_stderr[m] is not None else np.nan
+                    ax.bar(m, res.trace[m], yerr=se if np.isfinite(se) else None, color=c, alpha=0.8, width=0.6,
+                           capsize=3)
+            ax.set_xticks(x, res.labels, rotation=20 if len(x) > 3 else 0, ha="right" if len(x) > 3 else "center")
+            k = max((len(e) for e in res.eigenvalues), default=1)
+            ax.set_ylabel(f"λ₁ (bar), λ₂ … λ{k} (ticks)" if panel == "eig" and k > 1 else
+                          "λ_max" if panel == "eig" else "tr H (± standard error)")
+            n = (res.meta.get("config") or {}).get("n_eval", "?")
+            ax.set_title(f"{'top Hessian eigenvalues' if panel == 'eig' else 'Hessian trace'} (bank n = {n})",
+                         fontsize=9)
+            ax.axhline(0, color="0.6", lw=0.6)
+        return save(fig, Path(path))
+
+
 def plot_hessian(res: Any, outdir: str | Path) -> list[Path]:
-    """Every figure the result has data for, into ``outdir`` (``hessian_density``, ``hessian_per_timestep``)."""
+    """Every figure the result has data for, into ``outdir`` (``hessian`` for the top eigenvalues / trace of each
+    model, ``hessian_density``, ``hessian_per_timestep``)."""
     outdir = Path(outdir)
-    paths: list[Path] = []
+    paths: list[Path] = plot_summary(res, outdir / "hessian")
     if res.has_density:
         paths += plot_density(res, outdir / "hessian_density")
     if res.has_per_timestep:
