@@ -16,8 +16,9 @@ Two classes implement it, sharing the loss / gradient / determinism code of :cla
 
 - :class:`Objective` builds it for a diffusion :class:`~flatkit.run.Run`: a frozen bank of ``(x0, t, ε)``
   drawn once from a seed, the loss ``L(θ) = 1/n Σ_j ℓ(θ; x0_j, t_j, ε_j)`` with ``ℓ`` the ε-MSE
-  ``‖ε − ε_θ(√ᾱ_t x0 + √(1−ᾱ_t) ε, t)‖²`` (Ho et al. 2020, eq. 14) or ADM's hybrid ``L_simple + λ L_vlb``
-  (Nichol & Dhariwal 2021, eq. 16), evaluated with the model in eval mode through
+  ``1/D ‖ε − ε_θ(√ᾱ_t x0 + √(1−ᾱ_t) ε, t)‖²``, the mean over the D pixel values as ADM computes it (Ho et al.
+  2020, eq. 14, up to that constant) or ADM's hybrid ``L_simple + λ L_vlb`` (Nichol & Dhariwal 2021, eq. 16),
+  evaluated with the model in eval mode through
   ``torch.func.functional_call``, so the caller's module is never touched (docs/curvature.md, "The
   objective"). It adds what only a bank of timesteps has: ``per_timestep``, ``restrict``, ``for_run``,
   ``set_batch_size`` (the out-of-memory retry halves the micro-batch).
@@ -46,7 +47,12 @@ from flatkit.memory import retry_micro_batches
 
 ParamDict = dict[str, Tensor]
 
-LOSS_KINDS = ("auto", "mse", "hybrid")
+#: The analysed loss (``--loss``): "mse" the ε-MSE term alone; "hybrid" the true hybrid loss L_simple + λ L_vlb
+#: (learned σ; its VLB term differentiated through the mean too, so values and curvature are of one function);
+#: "hybrid-surrogate" ADM's training surrogate (the same values, the mean detached inside the VLB term, so
+#: gradients and Hessians are those of another function); "auto" what the diffusion trains with, with the
+#: true hybrid loss for a learned-σ MSE-type model and the VLB for a KL-type one.
+LOSS_KINDS = ("auto", "mse", "hybrid", "hybrid-surrogate")
 
 
 @dataclass
@@ -60,7 +66,7 @@ class ObjectiveConfig:
     timesteps: list[int] | None = None  # [lo, hi) range of t in the bank
     t_bins: list[int] | None = None  # bin edges the bank was stratified over (None = n strata)
     loss: str = "auto"
-    loss_resolved: str = "mse"  # what "auto" became
+    loss_resolved: str = "mse"  # what was analysed: mse | hybrid | hybrid-surrogate | vlb (see LOSS_KINDS)
     include: list[str] | None = None
     exclude: list[str] | None = None
     batch_size: int = 64
@@ -283,8 +289,10 @@ class Objective(BatchSumLoss):
     n: bank size; ``n`` distinct items of the dataset drawn with ``seed``.
     seed: seeds the one generator that draws the items, t and ε.
     timesteps: ``(lo, hi)`` to keep t in ``[lo, hi)`` (default the whole schedule ``[0, T)``).
-    loss: ``"mse"`` (ε-MSE), ``"hybrid"`` (ADM's L_simple + λ L_vlb, for learned-σ models) or ``"auto"``
-        (the diffusion's own training loss: hybrid when σ is learned, the VLB for ``use_kl``, else ε-MSE).
+    loss: ``"mse"`` (ε-MSE), ``"hybrid"`` (L_simple + λ L_vlb for learned-σ models, the VLB term a function of
+        the mean too: values and curvature of one function), ``"hybrid-surrogate"`` (as ADM trains: the same
+        values, the mean detached inside the VLB term, so HVPs differentiate a surrogate) or ``"auto"`` (the
+        diffusion's own loss: the true hybrid when σ is learned, the VLB for ``use_kl``, else ε-MSE).
     include, exclude: parameter-name patterns (glob on the whole name, or regex searched in it).
     batch_size: micro-batch size; results do not depend on it beyond float rounding.
     t_bins: number of bins or bin edges: the bank gets an equal share of t in each bin (default one stratum
@@ -317,13 +325,15 @@ class Objective(BatchSumLoss):
         if not 0 <= lo < hi <= T:
             raise UsageError(f"--timesteps: need 0 <= lo < hi <= {T}, got [{lo}, {hi})")
         learn_sigma = bool(getattr(diffusion, "learn_sigma", False))
-        if loss == "hybrid" and not learn_sigma:
-            raise UsageError("--loss: hybrid needs a model that learns sigma (this one does not)")
+        if loss.startswith("hybrid") and not learn_sigma:
+            raise UsageError(f"--loss: {loss} needs a model that learns sigma (this one does not)")
         if loss == "mse":
             resolved = "mse"
         else:  # what the diffusion trains with: its "loss" term
             kl = str(getattr(diffusion, "loss_type", "mse")).endswith("kl")
             resolved = "vlb" if kl else ("hybrid" if learn_sigma else "mse")
+            if resolved == "hybrid" and loss == "hybrid-surrogate":
+                resolved = "hybrid-surrogate"
 
         if data is not None and not isinstance(data, str):  # a Dataset object (len() and .get(i))
             dataset, spec = data, str(getattr(data, "spec", type(data).__name__))
@@ -359,6 +369,7 @@ class Objective(BatchSumLoss):
         self._t = t.to(device)
         self._eps = eps.to(device)
         self._loss_key = "mse" if loss == "mse" else "loss"
+        self._detach_mean = resolved == "hybrid-surrogate"  # only ADM's training surrogate freezes the mean
         self.batch_size = int(batch_size)
         self.precision = "fp32"  # see set_precision
         self.channels_last = False
@@ -483,9 +494,10 @@ class Objective(BatchSumLoss):
         return call
 
     def per_sample_losses(self, params: ParamDict | None, i: int) -> Tensor:
-        """ℓ_j for the samples of micro-batch ``i`` (ε-MSE or hybrid, per the config)."""
+        """ℓ_j for the samples of micro-batch ``i`` (ε-MSE, hybrid or its surrogate, per the config)."""
         s = self._slice(i)
-        terms = self._diffusion.training_losses(self.model_fn(params), self._x0[s], self._t[s], self._eps[s])
+        terms = self._diffusion.training_losses(self.model_fn(params), self._x0[s], self._t[s], self._eps[s],
+                                                detach_mean=getattr(self, "_detach_mean", False))
         return terms[self._loss_key]
 
     def batch_loss(self, params: ParamDict, i: int) -> Tensor:

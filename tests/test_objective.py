@@ -161,6 +161,56 @@ def test_hybrid_loss_kind_is_recorded():
     assert float(obj.loss()) > float(mse.loss())  # the VLB term is added
     with pytest.raises(UsageError, match="--loss"):
         Objective(_small_run(), data=_Images(), n=6, loss="hybrid")
+    with pytest.raises(UsageError, match="--loss"):
+        Objective(_small_run(), data=_Images(), n=6, loss="hybrid-surrogate")
+    sur = Objective(run, data=_Images(), n=6, seed=0, loss="hybrid-surrogate")
+    assert sur.config.loss_resolved == "hybrid-surrogate" and sur.config.loss == "hybrid-surrogate"
+    assert torch.equal(sur.loss(), obj.loss())  # the same values; only the derivatives differ
+
+
+@pytest.fixture(scope="module")
+def learned_sigma_run():
+    """A tiny learned-σ UNet with the cosine schedule, in float64."""
+    from flatkit.diffusion import create_diffusion
+    from flatkit.run import Run
+
+    run = _small_run(learn_sigma=True)
+    dcfg = dataclasses.replace(run.config.diffusion, noise_schedule="cosine")
+    return Run(model=run.model.double(), diffusion=create_diffusion(dcfg),
+               config=dataclasses.replace(run.config, diffusion=dcfg))
+
+
+def _float64_bank(obj):
+    obj._x0, obj._eps = obj._x0.double(), obj._eps.double()
+    return obj
+
+
+@pytest.mark.parametrize("timesteps", [(0, 50), None], ids=["t<50", "all-t"])
+def test_hvp_is_the_curvature_of_the_loss_values_for_each_loss_choice(learned_sigma_run, timesteps):
+    """vᵀHv from the HVP equals a float64 central second difference of obj.loss along v for mse, hybrid and
+    auto (= hybrid); ADM's surrogate (the mean detached in the VLB term) differentiates another function."""
+    from flatkit.curvature.hvp import HVP
+    from flatkit.curvature.vectors import flatten, unflatten
+
+    vhv, sd = {}, {}
+    for loss in ("auto", "mse", "hybrid", "hybrid-surrogate"):
+        obj = _float64_bank(Objective(learned_sigma_run, data=_Images(), n=4, seed=0, timesteps=timesteps,
+                                      loss=loss))
+        theta = flatten(obj.params)
+        v = torch.randn(theta.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        v /= v.norm()
+        vhv[loss] = float(v @ HVP(obj)(v))
+
+        def L(x, obj=obj):
+            return float(obj.loss(unflatten(x, obj.params)))
+
+        h = 1e-3
+        sd[loss] = (L(theta + h * v) - 2 * L(theta) + L(theta - h * v)) / h**2
+    for loss in ("auto", "mse", "hybrid"):
+        assert vhv[loss] == pytest.approx(sd[loss], rel=1e-5), loss
+    assert vhv["auto"] == vhv["hybrid"]
+    assert sd["hybrid-surrogate"] == sd["hybrid"]  # the same loss values
+    assert abs(vhv["hybrid-surrogate"] - sd["hybrid"]) > 1e-3 * abs(sd["hybrid"])  # not their curvature
 
 
 def test_for_run_shares_the_bank(run):

@@ -2,10 +2,15 @@
 
 ``H v = Σ_i ∇²L_i(θ) v`` with ``L_i = obj.batch_loss(θ, i)``. Two ways to get it:
 
-- forward-over-reverse (default): ``jvp(grad(L_i), (θ,), (v,))`` — Pearlmutter's R-operator (Pearlmutter 1994)
+- forward-over-reverse: ``jvp(grad(L_i), (θ,), (v,))`` — Pearlmutter's R-operator (Pearlmutter 1994)
   pushed forward through the reverse-mode gradient; one forward + one backward pass with dual numbers,
   about 2-3x a gradient.
-- double backward (fallback): ``∂/∂θ (∇L_i(θ) · v)`` with ``create_graph=True``.
+- double backward: ``∂/∂θ (∇L_i(θ) · v)`` with ``create_graph=True``; "auto" keeps each micro-batch's gradient
+  graph so that every product is one backward pass (measured fastest, see :class:`HVP`).
+
+``fwd_rev`` falls back to double backward, with a warning, where a layer has no forward-mode derivative of
+its backward (torch's fused GroupNorm and SiLU backward raise "ZeroTensors are immutable" under jvp); the
+products are the same, only slower or larger in memory.
 
 Several vectors per call: ``torch.func.vmap`` over the jvp (one batched forward/backward for ``k`` vectors)
 when ``vectors_per_call > 1``. Accumulation over micro-batches is in float64.
@@ -43,16 +48,21 @@ def hvp_progress(desc: str, total: int | None = None, enabled: bool = True) -> I
     if not enabled or not dist.is_main():  # several ranks: rank 0 alone draws the bar
         yield None
         return
-    from tqdm.auto import tqdm
+    from flatkit.progress import bar as progress_bar
 
     outer = _progress_bar
-    bar = tqdm(total=total, desc=desc, unit="HVP", leave=False, dynamic_ncols=True)
+    bar = progress_bar(total=total, desc=desc, unit="HVP")  # off under --no-progress; plain lines in a log
     _progress_bar = bar
+    ok = False
     try:
         yield bar
+        ok = True
     finally:
         _progress_bar = outer
-        bar.close()
+        if ok:
+            bar.finish("converged" if total is not None and bar.n < total else "done")  # 100 % when it stops early
+        else:
+            bar.close()
 
 
 def _tick(n: int = 1) -> None:
@@ -159,9 +169,14 @@ class HVP:
         except FlatkitError:
             raise
         except (RuntimeError, NotImplementedError) as e:
-            if self.mode != "auto":
+            from flatkit.memory import is_out_of_memory
+
+            if is_out_of_memory(e):  # the micro-batch retry handles it
                 raise
-            warnings.warn(f"forward-over-reverse HVP failed ({e}); using double backward", stacklevel=3)
+            # An operator without a forward-mode derivative (torch's fused GroupNorm / SiLU backward raises
+            # "ZeroTensors are immutable"): the same product by double backward, for this and every later call.
+            warnings.warn(f"forward-over-reverse HVP failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                          "using double backward (hvp_mode double_backward)", stacklevel=3)
             self.mode = "double_backward"
             return _hvp_double_backward(self.obj, self.params, v, i)
 

@@ -337,6 +337,7 @@ class GaussianDiffusion:
         noise: torch.Tensor,
         ip_gamma: float = 0.0,
         ip_noise: torch.Tensor | None = None,
+        detach_mean: bool = True,
     ) -> dict[str, torch.Tensor]:
         """Per-sample training loss terms at (x_0, t, eps): a dict of (B,) tensors ``loss``, ``mse``, ``vb``.
 
@@ -344,7 +345,10 @@ class GaussianDiffusion:
           eq. 14, L_simple).
         - ``vb``: the VLB term in bits (``vb_terms_bpd``). For "mse"/"rescaled_mse" with learned sigma it is
           computed with the mean output detached, so it trains only the variance (Nichol & Dhariwal 2021,
-          section 3.1, hybrid loss), times num_timesteps / 1000 for "rescaled_mse". For "kl"/"rescaled_kl" it
+          section 3.1, hybrid loss), times num_timesteps / 1000 for "rescaled_mse". ``detach_mean=False``
+          keeps the mean in it: the same values, but the gradient and Hessian of the true hybrid loss
+          ``L_simple + λ L_vlb`` rather than of ADM's training surrogate (what an analysis of the loss surface
+          differentiates; docs/curvature.md, "The objective"). For "kl"/"rescaled_kl" it
           is the raw VLB term (gradient through mean and variance). Zero when the loss holds no VLB term
           (fixed variance with an MSE loss).
         - ``loss``: mse + vb (MSE types), vb (kl) or vb * num_timesteps (rescaled_kl).
@@ -381,9 +385,10 @@ class GaussianDiffusion:
             return {"loss": loss, "mse": mse, "vb": vb}
 
         if self.learn_sigma:
-            # Hybrid loss: the VLB trains only Sigma; the mean enters frozen (detached).
-            frozen_out = torch.cat([mean_output.detach(), model_output[:, C:]], dim=1)
-            vb = self.vb_terms_bpd(frozen_out, x_start, x_t, t, clip_denoised=False)
+            # Hybrid loss: the VLB trains only Sigma; the mean enters frozen (detached). detach_mean=False: the
+            # true hybrid loss, its VLB term differentiated through the mean too (same value).
+            vb_out = torch.cat([mean_output.detach(), model_output[:, C:]], dim=1) if detach_mean else model_output
+            vb = self.vb_terms_bpd(vb_out, x_start, x_t, t, clip_denoised=False)
             if self.loss_type == "rescaled_mse":
                 # ADM's rescale_learned_sigmas: T * L_t estimates L_vlb for a uniform t, weighted by
                 # lambda = 0.001 (Nichol & Dhariwal 2021, eq. 16), hence the factor T / 1000.

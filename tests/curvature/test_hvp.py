@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from flatkit.curvature.hvp import HVP, hvp
@@ -73,3 +74,76 @@ def test_cached_graph_hvp_equals_fresh_double_backward_over_micro_batches():
     for _ in range(3):  # the kept graph serves every later product
         v = torch.randn(obj.num_params, generator=g, dtype=torch.float64)
         assert torch.allclose(cached(v), fresh(v), rtol=1e-12, atol=1e-14)
+
+
+
+class _FusedSiLU(torch.autograd.Function):
+    """SiLU with a hand-written backward and no forward-mode derivative, like a fused kernel (on some torch
+    builds the fused GroupNorm / SiLU backward raises "ZeroTensors are immutable" under forward mode)."""
+
+    @staticmethod
+    def forward(x):
+        return x * torch.sigmoid(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        return g * (s + x * s * (1 - s))
+
+
+class _Fused(torch.nn.Module):
+    def forward(self, x):
+        return _FusedSiLU.apply(x)
+
+
+def _conv_groupnorm_silu(fused: bool):
+    """A Conv–GroupNorm–SiLU net (the blocks of an ADM UNet), float64, over two micro-batches."""
+    g = torch.Generator().manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.GroupNorm(2, 8),
+                              _Fused() if fused else torch.nn.SiLU(), torch.nn.Conv2d(8, 3, 3, padding=1)).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(0.5 * torch.randn(p.shape, generator=g, dtype=torch.float64))
+    x = torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64)
+
+    def f(p, batch):
+        return (torch.func.functional_call(net, p, (x[batch],)) ** 2).mean() / 2
+
+    from flatkit.objective import Objective
+
+    return Objective.from_function(f, {k: v.detach() for k, v in net.named_parameters()}, batches=[[0, 1], [2, 3]])
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["torch-silu", "fused-silu"])
+def test_fwd_rev_on_conv_groupnorm_silu_or_its_fallback(fused):
+    """fwd_rev on Conv–GroupNorm–SiLU gives the dense Hessian's products: directly where forward mode runs,
+    else through the double-backward fallback, with a warning (the fused SiLU has no forward-mode rule)."""
+    import warnings
+
+    from flatkit.curvature import top_eigenvalues
+
+    obj = _conv_groupnorm_silu(fused)
+    v = torch.randn(obj.num_params, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    op = HVP(obj, mode="fwd_rev")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        a = op(v)
+    fell_back = [w for w in caught if "forward-over-reverse HVP failed" in str(w.message)]
+    assert bool(fell_back) == (op.mode == "double_backward")
+    if fused:
+        assert fell_back and "double backward" in str(fell_back[0].message)
+    torch.testing.assert_close(a, HVP(obj, mode="double_backward")(v), rtol=1e-12, atol=1e-14)
+    dense = full_hessian(_conv_groupnorm_silu(fused=False))  # the same function (vmap needs torch's SiLU)
+    torch.testing.assert_close(a, dense @ v, rtol=1e-10, atol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        e = top_eigenvalues(obj, k=1, mode="fwd_rev", tol=1e-8, check=False)
+        many = HVP(obj, mode="fwd_rev", vectors_per_call=2).many(torch.stack([v, 2 * v]))
+    ref = top_eigenvalues(obj, k=1, mode="double_backward", tol=1e-8, check=False)
+    assert float(e.eigenvalues[0]) == pytest.approx(float(ref.eigenvalues[0]), rel=1e-8)
+    torch.testing.assert_close(many, torch.stack([a, 2 * a]), rtol=1e-10, atol=1e-12)

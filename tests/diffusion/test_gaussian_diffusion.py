@@ -224,6 +224,38 @@ def test_hybrid_loss_vb_trains_only_sigma_and_rescales_by_T_over_1000() -> None:
     torch.testing.assert_close(terms["vb"], plain["vb"] * 100 / 1000)
 
 
+def test_hybrid_loss_without_detach_keeps_values_and_differentiates_the_mean_too() -> None:
+    """detach_mean=False: the true hybrid loss (the values of ADM's surrogate; its VLB term a function of the
+    mean as well), what an analysis of the loss surface differentiates."""
+    x0, noise = randn(3, 2, 4, seed=1).clamp(-1, 1), randn(3, 2, 4, seed=2)
+    t = torch.tensor([0, 20, 90])
+    w_mean = torch.tensor(0.5, dtype=DT, requires_grad=True)
+    w_var = torch.tensor(0.1, dtype=DT, requires_grad=True)
+
+    def model(x: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
+        return torch.cat([w_mean * x, w_var * x], dim=1)
+
+    d = make(T=100, model_var_type="learned_range", loss_type="rescaled_mse")
+    sur = d.training_losses(model, x0, t, noise)
+    true = d.training_losses(model, x0, t, noise, detach_mean=False)
+    for k in ("loss", "mse", "vb"):
+        assert torch.equal(sur[k], true[k])  # the same values, bit for bit
+    g_mean = torch.autograd.grad(true["vb"].sum(), [w_mean], retain_graph=True)[0]
+    assert g_mean.item() != 0.0  # the mean now enters the VLB term
+
+    def loss_of(wm: float) -> float:
+        with torch.no_grad():
+            out = d.training_losses(lambda x, tt: torch.cat([wm * x, w_var * x], dim=1), x0, t, noise)
+        return float(out["loss"].sum())
+
+    h = 1e-6  # the gradient of the true hybrid loss is the derivative of its values
+    fd = (loss_of(0.5 + h) - loss_of(0.5 - h)) / (2 * h)
+    g_true = torch.autograd.grad(true["loss"].sum(), [w_mean])[0].item()
+    g_sur = torch.autograd.grad(sur["loss"].sum(), [w_mean])[0].item()
+    assert g_true == pytest.approx(fd, rel=1e-7)
+    assert abs(g_sur - fd) > 1e-3 * abs(fd)
+
+
 def test_kl_losses() -> None:
     d = make(T=50, model_var_type="learned_range", loss_type="rescaled_kl")
     x0, noise = randn(2, 2, 3, seed=1).clamp(-1, 1), randn(2, 2, 3, seed=2)
