@@ -89,6 +89,9 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    from flatkit.outputs import fix_mode
+
+    fix_mode(fd)  # the umask's mode (0644 under 022), not mkstemp's 0600
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)

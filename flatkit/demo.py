@@ -417,14 +417,13 @@ class _Say:
     def stage(self, text: str, total: int, unit: str) -> None:
         self.note(text)
         if self.enabled:
-            from tqdm import tqdm
+            from flatkit.progress import bar
 
-            self.bar = tqdm(total=total, unit=unit, dynamic_ncols=True, leave=True)
+            self.bar = bar(total=total, unit=unit, leave=True)  # plain lines when stderr is not a terminal
 
     def set(self, n: int) -> None:
-        if self.bar is not None and min(n, self.bar.total) != self.bar.n:
-            self.bar.n = min(n, self.bar.total)
-            self.bar.refresh()
+        if self.bar is not None:
+            self.bar.set(min(n, self.bar.total))
 
     def advance(self, text: str) -> None:
         if self.bar is not None:

@@ -29,6 +29,7 @@ import torch
 
 from flatkit import __version__, context
 from flatkit.errors import UsageError
+from flatkit.outputs import fix_mode
 
 
 def jsonable(x: Any) -> Any:
@@ -59,6 +60,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fix_mode(fd)  # the umask's mode (0644 under 022), not mkstemp's 0600
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -73,6 +75,7 @@ def atomic_savez(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.npz", dir=path.parent)
+    fix_mode(fd)
     os.close(fd)
     try:
         np.savez(tmp, **arrays)

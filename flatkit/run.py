@@ -60,6 +60,10 @@ def _checkpoint_file(p: Path, path: str | os.PathLike) -> Path:
 def _flatkit_run_config(obj: dict, spath: str) -> RunConfig:
     """The :class:`RunConfig` a flatkit checkpoint records (its format version checked first)."""
     version = obj.get("format_version")
+    if version is None:
+        raise UsageError(f"{spath}: a pickle without a flatkit checkpoint format (no format_version): not a flatkit "
+                         "checkpoint; pass the state dict's model with --model, or --adm-flags for an ADM state "
+                         "dict")
     if not isinstance(version, int) or version > 1:
         raise UsageError(f"{spath}: flatkit checkpoint format version {version!r} is newer than this flatkit")
     cfg = obj.get("config", {})

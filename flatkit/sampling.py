@@ -127,6 +127,8 @@ class _BatchSampler:
         from flatkit.memory import is_out_of_memory
 
         bidx = self.rest[:size]
+        base = self.bar.n if self.bar is not None else 0  # samples finished before this batch
+        T = int(self.diffusion.num_timesteps)
         try:
             gens = sample_generators(self.cfg.seed, bidx)
             z = standard_normal(gens, self.shape)
@@ -136,8 +138,9 @@ class _BatchSampler:
                 self.delivered += 1
                 if self.callback is not None:
                     self.callback(bidx, i, t, x, mo)
-                if self.bar is not None:
-                    self.bar.update(len(bidx))
+                if self.bar is not None:  # samples done, counting this batch's finished fraction of its T' steps
+                    self.bar.set_postfix_str(f"batch of {len(bidx)}: step {self.delivered}/{T}")
+                    self.bar.set(base + len(bidx) * self.delivered // T)
 
             x0 = run_chain(self.model, self.diffusion, x_T, gens, self.cfg, callback=cb)
             return x0.detach().to("cpu", torch.float32)
@@ -183,9 +186,9 @@ def draw_samples(
     T = int(diffusion.num_timesteps)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from flatkit.progress import bar as progress_bar
 
-        bar = tqdm(total=len(idx) * T, desc=desc, unit="step", unit_scale=False, leave=False)
+        bar = progress_bar(total=len(idx), desc=f"{desc} ({T} steps each)", unit="sample")
     out = []
     from flatkit.memory import Knob, retry_on_oom
 
@@ -239,6 +242,9 @@ def save_png(image_hwc: np.ndarray, path: str | Path, upscale: int = 1) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    from flatkit.outputs import fix_mode
+
+    fix_mode(fd)  # the umask's mode, not mkstemp's 0600
     os.close(fd)
     try:
         pil.save(tmp, format="PNG")

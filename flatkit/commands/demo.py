@@ -20,8 +20,12 @@ from flatkit.commands._common import device_option
 def command(out: str, budget: str, workers: int | None, quiet: bool, device: str) -> None:
     """Train the tiny preset as plain, +SAM and +IP (EMA and SWA tracked), measure flatness and what it buys for
     each of the paper's nine arms, and write report.md and report.html."""
+    from flatkit import progress
     from flatkit.demo import demo
+    from flatkit.outputs import lock_out
 
+    progress.configure(not quiet)
+    lock_out(out)  # one demo per folder at a time (a rerun resumes)
     res = demo(out=out, budget=budget, workers=workers, progress=not quiet, device=device)
     click.echo(f"wrote {res.report_md}")
     click.echo(f"wrote {res.report_html}")

@@ -15,6 +15,8 @@ def command(**params) -> None:
     from flatkit.plots.robustness import plot_exposure
 
     res, run, written = sampling_result(params, "exposure", ExposureSettings, exposure)
+    if res is None:  # reused: --out holds this result already
+        return
     echo_written([*written, *plot_exposure(ExposureResult.load(run.out_dir), run.out_dir / "exposure")])
     for m, label in enumerate(res.labels):
         click.echo(f"gap last step {res.gap_last[m]:.4g}, mean {res.gap_mean[m]:.4g} ({label})")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 
 from flatkit.commands._common import (
+    claim_out,
     device_option,
     echo_written,
     option_errors,
     out_option,
+    overwrite_option,
     resolve_device,
-    resolve_out_dir,
     settings_from,
     settings_options,
 )
@@ -23,6 +24,7 @@ from flatkit.settings import FidSettings
 @settings_options(FidSettings)
 @device_option
 @out_option
+@overwrite_option
 @click.option("--no-progress", is_flag=True, help="No progress output.")
 def command(samples: str, ref: str, **params) -> None:
     """FID / KID of SAMPLES (npz arr_0 uint8 NHWC) against REF (npz images, data spec, or mu/sigma npz)."""
@@ -30,10 +32,12 @@ def command(samples: str, ref: str, **params) -> None:
 
     s = settings_from(FidSettings, params)
     dev = resolve_device(params["device"])
+    state = claim_out(params, "fid", s, identity=[[_sha256(samples), str(ref)]], one_checkpoint=False)
+    if state.reused:  # --out holds this FID (same settings, samples and reference)
+        return
     with option_errors():
         res = fid(samples, ref, settings=s, device=dev, progress=not params["no_progress"])
-    out_dir = resolve_out_dir(params["out"], "fid")
-    jpath, _ = res.save(out_dir)
+    jpath, _ = res.save(state.path)
     echo_written([jpath])
     if res.fid is not None:
         kid = f"{res.kid:.5g}" if res.kid is not None else "n/a"
@@ -41,3 +45,13 @@ def command(samples: str, ref: str, **params) -> None:
     else:
         click.echo("no --detector: FID/KID not computed; weight-free distances: "
                    + ", ".join(f"{k} {v:.4g}" for k, v in res.weight_free.items()))
+
+
+def _sha256(path: str) -> str | None:
+    """The samples file's sha256 (what fid.json records), None when it cannot be read (fid itself says why)."""
+    from flatkit.results import file_sha256
+
+    try:
+        return file_sha256(path)
+    except OSError:
+        return None

@@ -22,6 +22,8 @@ def command(**params) -> None:
 
     dist.setup_command("hessian", click.get_current_context().params)  # torchrun: join, same options
     run = analysis_setup(params, "hessian", HessianSettings)
+    if run.out_state.reused:  # --out holds this result (same settings and checkpoints): nothing to compute
+        return
     objs = run.objectives
     res = hessian(objs[0], compare=objs[1:], labels=run.models.labels, settings=run.settings)
     res.meta = run.meta(res.meta)

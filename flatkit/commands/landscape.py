@@ -75,14 +75,22 @@ def command(**params) -> None:
     from flatkit.analyses.landscape import landscape
 
     dist.setup_command("landscape", click.get_current_context().params)  # torchrun: join, same options
-    run = analysis_setup(params, "landscape", LandscapeSettings)
+    run = analysis_setup(params, "landscape", LandscapeSettings, finished=_finished)
+    if run.out_state.reused:  # --out holds this finished grid (same settings and checkpoints)
+        return
+    resume = params["resume"] or run.out_state.state == "resume"  # an unfinished grid of the same settings
     objs, outdir = run.objectives, run.out_dir
     given, ratio = None, None
     if run.settings.directions == "pca":
         given, ratio, run.settings = pca_plane(params, run.settings, objs[0])
-    bar = _progress() if dist.is_main() and not params["no_progress"] else None
-    res = landscape(objs[0], directions=given, compare=objs[1:], labels=run.models.labels, out=outdir,
-                    resume=params["resume"], progress=bar, settings=run.settings)
+    from flatkit import progress
+
+    bar = progress.callback("landscape grid", unit="pt", enabled=not params["no_progress"])
+    try:
+        res = landscape(objs[0], directions=given, compare=objs[1:], labels=run.models.labels, out=outdir,
+                        resume=resume, progress=bar, settings=run.settings)
+    finally:
+        bar.close()
     if ratio is not None:
         res.directions, res.explained_variance = "pca", [float(x) for x in ratio]
     res.meta = run.meta(res.meta)
@@ -140,21 +148,11 @@ def pca_plane(params: dict, s: LandscapeSettings, obj: Any) -> tuple[Any, Any, L
     return Plane(pdirs, coords, names=steps), ratio, s
 
 
-def _progress():
-    """A tqdm bar on stderr (quiet when stderr is not a terminal)."""
-    import sys
+def _finished(folder: Path) -> bool:
+    """Whether the landscape in ``folder`` has every grid point (else a rerun of the same settings resumes it)."""
+    from flatkit.analyses.landscape import LandscapeResult
 
-    if not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    state: dict = {}
-
-    def update(done: int, total: int) -> None:
-        if "bar" not in state:
-            state["bar"] = tqdm(total=total, desc="grid points", unit="pt", leave=False)
-            state["last"] = 0
-        state["bar"].update(done - state["last"])
-        state["last"] = done
-
-    return update
+    try:
+        return bool(LandscapeResult.load(folder).done.all())
+    except UsageError:
+        return True  # unreadable arrays: the policy's own checks decide

@@ -21,6 +21,8 @@ def command(**params) -> None:
 
     dist.setup_command("perturb", click.get_current_context().params)  # torchrun: join, same options
     run = analysis_setup(params, "perturb", PerturbSettings)
+    if run.out_state.reused:  # --out holds this result (same settings and checkpoints): nothing to compute
+        return
     objs, s = run.objectives, run.settings
     res = perturb(objs[0], compare=objs[1:], labels=run.models.labels, settings=s)
     res.meta = run.meta(res.meta)

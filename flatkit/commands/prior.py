@@ -13,6 +13,8 @@ def command(**params) -> None:
     from flatkit.plots.robustness import plot_prior, plot_prior_samples
 
     res, run, written = sampling_result(params, "prior", PriorSettings, prior)
+    if res is None:  # reused: --out holds this result already
+        return
     saved = PriorResult.load(run.out_dir)
     echo_written([*written, *plot_prior(saved, run.out_dir / "prior"),
                   *plot_prior_samples(saved, run.out_dir / "prior_samples")])

@@ -18,6 +18,8 @@ def command(**params) -> None:
 
     res, run, written = sampling_result(params, "quantize", QuantizeSettings, quantize, extra=lambda run: {
         "save_dir": run.out_dir if params["save_ckpt"] else None})
+    if res is None:  # reused: --out holds this result already
+        return
     saved = QuantizeResult.load(run.out_dir)
     echo_written([*written, *plot_quantize(saved, run.out_dir / "quantize"), *[p for ps in res.saved for p in ps],
                   *plot_quantize_samples(saved, run.out_dir / "quantize_samples")])

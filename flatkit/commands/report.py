@@ -40,12 +40,14 @@ def command(dirs: tuple[str, ...], out: str, overwrite: bool, title: str, label:
     sample, fid results, in any mix) or a flatkit demo folder. Nothing is recomputed. L(θ) on the evaluation bank
     is shown beside the flatness numbers.
     """
+    from flatkit.outputs import lock_out
     from flatkit.report.collect import expand_dirs
     from flatkit.report.writer import write_report
 
     labels = parse_labels(label, dirs)
     outdir = Path(out)
     check_out(outdir, overwrite)
+    lock_out(outdir)  # created (an unwritable --out is exit 2 naming it) and locked against a second writer
     for d in dirs:  # every DIR must hold a result (one line naming the first that does not)
         expand_dirs(d)
     rep = write_report([(labels.get(d), d) for d in dirs], outdir, title=title,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import click
 
 from flatkit.commands._common import (
+    claim_out,
     echo_written,
     load_models,
     option_errors,
     precision_options,
     resolve_device,
-    resolve_out_dir,
     run_options,
     sampling_precision_for,
     settings_from,
@@ -42,7 +42,10 @@ def command(**params) -> None:
     dev = resolve_device(params["device"])
     models = load_models(params["ckpt"], (), None, params["weights"], dev, params["adm_flags"],
                          params["trust_checkpoint"])
-    out_dir = resolve_out_dir(params["out"], "sample")
+    state = claim_out(params, "sample", s, models.runs, prefixes=("samples",))
+    if state.reused:  # --out holds these samples (same settings and checkpoint)
+        return
+    out_dir = state.path
     sampling_precision_for(models.runs, params["precision"], params["channels_last"], dev)  # checks; channels-last
     with option_errors():
         res = sample(models.runs[0], settings=s, device=dev, progress=not params["no_progress"],

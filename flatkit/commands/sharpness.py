@@ -18,6 +18,8 @@ def command(**params) -> None:
     from flatkit.plots.sharpness import plot_sharpness
 
     run = analysis_setup(params, "sharpness", SharpnessSettings)
+    if run.out_state.reused:  # --out holds this result (same settings and checkpoints): nothing to compute
+        return
     objs = run.objectives
     res = sharpness(objs[0], compare=objs[1:], labels=run.models.labels, settings=run.settings)
     res.meta = run.meta(res.meta)

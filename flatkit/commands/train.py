@@ -425,6 +425,11 @@ def command(
                 given[name] = recorded[name]
     cfg = TrainConfig(**given)
     out_dir = resolve_out_dir(out, "train")
+    from flatkit import progress
+    from flatkit.outputs import lock_out
+
+    progress.configure(not quiet)
+    lock_out(out_dir)  # created, one writer at a time (rank 0 under torchrun); train refuses an occupied --out
     path = train(cfg, out_dir, resume=resume, overwrite=overwrite, progress=not quiet)
     if not dist.is_main():  # several ranks: rank 0 wrote the run
         return

@@ -54,6 +54,9 @@ def write_uint8_npz(path: str, images_nhwc_uint8: np.ndarray) -> None:
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    from flatkit.outputs import fix_mode
+
+    fix_mode(fd)  # the umask's mode, not mkstemp's 0600
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, arr_0=arr)

@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -294,6 +295,17 @@ def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
+def _remove_orphans(out: Path) -> None:
+    """Temp files a kill between writing and renaming left behind (``.ckpt.pt.*.tmp``, ``metrics.jsonl.tmp``):
+    the renamed files before them are complete, so they are only removed."""
+    if not dist.is_main():
+        return
+    for p in [*out.glob(".ckpt*.pt.*.tmp"), *out.glob(".*.json.*.tmp"), out / "metrics.jsonl.tmp"]:
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            print(f"note: removed {p} (a temp file an interrupted run left behind)", file=sys.stderr)
+
+
 def _clear_run_files(out: Path) -> None:
     for name in (*RUN_FILES, "samples.png"):
         (out / name).unlink(missing_ok=True)
@@ -367,6 +379,8 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
     cfg = validate_config(config)
     out = Path(out_dir)
     _check_out_dir(out, resume, overwrite)
+    if resume:
+        _remove_orphans(out)
     ckpt = _resume_checkpoint(out, cfg) if resume else None
     device = resolve_device(cfg.device)
     dist.init()  # under torchrun: DDP over the ranks, rank 0 writes (no-op in one process)
@@ -535,14 +549,11 @@ def _run_steps(
     tr: _Training, diffusion, shard: dist.TrainSharding, dataset, device: torch.device, progress: bool
 ) -> tuple[float, float]:
     """Train from ``tr.step`` up to ``cfg.steps``, logging and saving on the way; the last lr and rho."""
-    from tqdm.auto import tqdm
+    from flatkit.progress import bar as progress_bar
 
     cfg = tr.cfg
     T = int(diffusion.num_timesteps)
-    bar = tqdm(
-        total=cfg.steps, initial=tr.step, desc="train", disable=not (progress and tr.main), dynamic_ncols=True,
-        unit="step",
-    )
+    bar = progress_bar(total=cfg.steps, initial=tr.step, desc="train", unit="step", enabled=progress and tr.main)
     lr = lr_at(max(tr.step, 1), cfg.lr, cfg.warmup)
     rho = tr.rho(max(tr.step, 1))
     step_model = shard.wrap(tr.model, device)  # DDP under torchrun, the model itself in one process
