@@ -386,7 +386,8 @@ def load_models(ckpts: Any, compare: Any = (), labels: str | None = None, weight
             runs.append(load_run(c, w, adm_flags, trust, dev))
         except UsageError as e:
             if is_weights_name(w) and w not in wlist and "weights" in str(e):
-                raise UsageError(f"--compare {w}: {e}") from None
+                msg = str(e).removeprefix(f"--weights {w}: ")  # the option given was --compare, not --weights
+                raise UsageError(f"--compare {w}: {msg}") from None
             raise
         paths.append(str(c))
     if labels:
