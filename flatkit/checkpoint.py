@@ -112,7 +112,9 @@ def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> None:
 def read_pt(path: str | os.PathLike, *, trust: bool = False) -> Any:
     """Read a ``.pt`` file safely: ``weights_only=True`` always, a full unpickle only with ``trust=True``.
 
-    Every failure is a one-line :class:`UsageError` naming the file.
+    The file is sniffed first (:mod:`flatkit.sniff`): a safetensors file is read as a state dict whatever its
+    name, anything but a torch archive or pickle is refused naming what it is. Every failure is a one-line
+    :class:`UsageError` naming the file.
     """
     p = Path(path)
     if not p.exists():
@@ -121,17 +123,28 @@ def read_pt(path: str | os.PathLike, *, trust: bool = False) -> Any:
         raise UsageError(f"{path}: is a directory, expected a checkpoint file")
     if p.stat().st_size == 0:
         raise UsageError(f"{path}: file is empty")
+    from flatkit.sniff import describe, sniff
+
+    kind = sniff(p)
+    if kind == "safetensors":  # a state dict stored as tensors only (ADM / diffusers weights)
+        from flatkit.interop.weights import read_safetensors
+
+        return read_safetensors(p, str(path))
+    if kind not in ("torch-zip", "pickle"):
+        raise UsageError(f"{path}: not a PyTorch checkpoint: the file is {describe(kind)}")
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if not trust:
             first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
-            if "weights_only" in str(e) or "Unsupported global" in str(e) or "GLOBAL" in str(e):
+            if "Unsupported global" in str(e) or "GLOBAL" in str(e):
                 raise UsageError(
                     f"{path}: refusing to load: the file holds Python objects that would run code when unpickled "
                     "(weights_only=True failed). Pass --trust-checkpoint (trust=True) only if you trust its origin"
                 ) from None
-            raise UsageError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
+            if "WeightsUnpickler error" in str(e):  # torch's own text is advice to unpickle: not repeated
+                first = str(e).split("WeightsUnpickler error:")[1].strip().splitlines()[0]
+            raise UsageError(f"{path}: {describe(kind)} that is not a PyTorch checkpoint ({first})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f"{path}: not a readable PyTorch checkpoint, truncated or foreign ({msg})") from None

@@ -31,8 +31,8 @@ def read_safetensors(path: str | os.PathLike, name: str) -> dict[str, torch.Tens
     try:
         from safetensors.torch import load_file
     except ImportError:
-        raise UsageError(f"{name}: reading .safetensors needs the safetensors package (pip install safetensors)") \
-            from None
+        raise UsageError(f"{name}: is a safetensors file; reading it needs the safetensors package "
+                         "(pip install safetensors)") from None
     try:
         return load_file(str(path), device="cpu")
     except Exception as e:  # noqa: BLE001 - SafetensorError, OSError, ...: one line naming the file
@@ -53,7 +53,9 @@ def read_state_dict(path: str | os.PathLike, name: str | None = None, trust: boo
     name = name or str(path)
     if not p.is_file():
         raise UsageError(f"{name}: no such file")
-    if p.suffix == ".safetensors":
+    from flatkit.sniff import sniff
+
+    if p.suffix == ".safetensors" or sniff(p) == "safetensors":
         return read_safetensors(p, name)
     try:
         obj = read_pt(p, trust=trust)
