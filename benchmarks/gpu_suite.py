@@ -341,8 +341,13 @@ def add_landscape_rows(suite: Suite, run: Any, obj: Any) -> None:
                               batch_points=s.batch_points, check=False)
                 suite.sync()
                 t = time.perf_counter()
+                row = suite.rows[f"landscape_{precision}"]
+
+                def progress(done: int, total: int) -> None:  # what a timeout reports
+                    row["partial"] = f"{done}/{total} points in {time.perf_counter() - t:.0f} s"
+
                 r = landscape(obj, dims=2, points=s.points, span=1.0, directions=[d1, d2], mode=mode,
-                              batch_points=s.batch_points, check=False)
+                              batch_points=s.batch_points, check=False, progress=progress)
                 suite.sync()
                 dt = time.perf_counter() - t
             finally:
@@ -441,11 +446,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None, help="default: cuda (cpu with --smoke)")
     ap.add_argument("--budget", type=float, default=None, help="total seconds for all rows (default 470; smoke 240)")
     ap.add_argument("--only", default=None, help="comma-separated row ids to run (default: all)")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="the objective's micro-batch (default: the whole bank, one batch for flatkit and PyHessian; "
+                         "smaller on a GPU with less memory)")
     args = ap.parse_args(argv)
 
     s = copy.deepcopy(SMOKE if args.smoke else FULL)
     if args.budget is not None:
         s.budget_s = args.budget
+    if args.batch_size is not None:
+        s.batch_size = args.batch_size
     dev = torch.device(args.device or ("cpu" if args.smoke else "cuda"))
     if dev.type == "cpu":
         from flatkit.cli import set_cpu_threads
