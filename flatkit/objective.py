@@ -346,6 +346,10 @@ class Objective(BatchSumLoss):
             dataset = load_dataset(spec)
         if n > len(dataset):
             raise UsageError(f"--n-eval: {n} exceeds the {len(dataset)} items of {spec}")
+        if hasattr(dataset, "sample_shape"):  # the bank (x0, t, ε) is drawn on the CPU
+            from flatkit import budget
+
+            budget.check_bank(n, dataset.sample_shape)
 
         # One explicit generator draws everything, in a fixed order: items, t, eps.
         g = torch.Generator(device="cpu")

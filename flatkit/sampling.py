@@ -363,6 +363,9 @@ def sample(
     diff = respaced(run.diffusion, s)
     shape = sample_shape(run.config.model)
     dev = torch.device(device) if device is not None else _model_device(run.model)
+    from flatkit import budget
+
+    budget.check_samples(s.n, shape)  # the samples gather on the CPU
     if dist.world() == 1:
         with sampling_precision(precision, channels_last):
             x = draw_samples(run.model, diff, s, shape, device=dev, progress=progress)

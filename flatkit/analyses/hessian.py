@@ -73,6 +73,13 @@ def _top_eigenvalues(o: Any, s: HessianSettings, res: HessianResult, detail: dic
     from flatkit.curvature.hvp import hvp_progress
 
     budget = min(o.num_params, max(100, 20 * s.top_k)) if s.max_iter is None else s.max_iter
+    from flatkit import budget as memory_budget
+
+    where = o.device if s.basis_device == "same" else s.basis_device
+    memory_budget.check("max_iter" if s.max_iter is not None else "top_k",
+                        s.max_iter if s.max_iter is not None else s.top_k,
+                        f"the Lanczos basis of {budget} vectors of {o.num_params} parameters",
+                        memory_budget.lanczos_bytes(budget, o.num_params), where)
     with hvp_progress(f"top-{s.top_k} eigenvalues (Lanczos)", total=budget):
         r = top_eigenvalues(o, k=s.top_k, tol=s.tol, max_iter=s.max_iter, seed=s.seed, mode=s.hvp_mode,
                             basis_device=s.basis_device, check=False, eigenvectors=False)

@@ -327,7 +327,8 @@ def option_message(msg: str) -> str:
     head, _, rest = msg.partition(" ")
     head = head.rstrip(":")
     opt = option_name(head) if head.isidentifier() else None
-    return f"{opt}{msg[len(head):]}" if opt else msg
+    # "...; lower points" (flatkit.budget) names the same parameter again
+    return f"{opt}{msg[len(head):].replace(f'; lower {head}', f'; lower {opt}')}" if opt else msg
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -199,6 +199,10 @@ def landscape(
         raise UsageError("directions 'pca': pass the PCA directions as a Plane (see pca_directions)")
     span = s.span if s.span is not None else (-0.5, 1.5) if s.directions == "interp" else 1.0
     lo, hi = parse_span(span)
+    from flatkit import budget  # refuse a grid the device cannot hold before allocating it
+
+    budget.check_landscape(s.points, s.dims, 1 if s.directions == "interp" else 1 + len(compare),
+                           getattr(obj, "device", "cpu"))
     ax = axis(lo, hi, s.points)
     coeffs = grid_coefficients([ax] * s.dims)
     objs = [obj, *compare]

@@ -1,0 +1,42 @@
+"""flatkit.budget: estimates, and refusal before allocation (issue 13, item 4)."""
+
+from __future__ import annotations
+
+import pytest
+
+from flatkit import budget
+from flatkit.errors import UsageError
+
+
+def test_estimates_scale_with_the_grid():
+    assert budget.landscape_bytes(100001, 2, 1) > 80e9  # the 80 GB grid of `--points 100001`
+    assert budget.landscape_bytes(21, 2, 1) < 1e5
+    assert budget.bank_bytes(256, (3, 32, 32)) == 256 * (2 * 3072 * 4 + 8)
+    assert budget.lanczos_bytes(99, 1000) == 100 * 1000 * 4
+
+
+def test_available_memory_is_known_here_and_capped_by_the_variable(monkeypatch):
+    assert budget.available_bytes("cpu") is None or budget.available_bytes("cpu") > 0
+    monkeypatch.setenv("FLATKIT_MEMORY_LIMIT", "1M")
+    assert budget.available_bytes("cpu") == 1_000_000
+
+
+def test_check_names_the_parameter_and_the_estimate(monkeypatch):
+    monkeypatch.setenv("FLATKIT_MEMORY_LIMIT", "1G")
+    with pytest.raises(UsageError, match=r"^points 100001: .* needs about 4\d\d GB, .*; lower points$"):
+        budget.check_landscape(100001, 2, 1)
+    budget.check_landscape(21, 2, 3)  # fits
+
+
+def test_landscape_refuses_before_allocating(shared_ckpt, monkeypatch):
+    import flatkit
+    from flatkit.analyses.landscape import core
+    from flatkit.settings import LandscapeSettings
+
+    def no_axis(*a, **k):
+        raise AssertionError("the grid was allocated")
+
+    monkeypatch.setattr(core, "axis", no_axis)
+    obj = flatkit.Objective(flatkit.load(shared_ckpt()), n=4, batch_size=4)
+    with pytest.raises(UsageError, match=r"^points 1000000001: "):
+        core.landscape(obj, settings=LandscapeSettings(dims=1, points=1000000001, n_eval=4))
