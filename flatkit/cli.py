@@ -71,6 +71,12 @@ class FlatkitGroup(click.Group):
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as e:
+            import os
+
+            param = getattr(e, "param", None)
+            env = os.environ.get("FLATKIT_THREADS")
+            if param is not None and param.name == "threads" and env is not None and "--threads" not in args:
+                e = click.UsageError(f"FLATKIT_THREADS={env!r}: expected a whole number of threads >= 1")
             usage_error_exit(e, None)
 
     def invoke(self, ctx: click.Context):

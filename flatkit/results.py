@@ -228,9 +228,15 @@ class Result:
                     arrs = {k: z[k] for k in z.files}
         except (OSError, ValueError) as e:
             raise UsageError(f"{jpath}: unreadable result ({e})") from None
-        if not isinstance(js, dict):
-            raise UsageError(f"{jpath}: not a {name} result (not a JSON object)")
+        if not isinstance(js, dict) or not isinstance(js.get("meta"), dict):
+            raise UsageError(f"{jpath}: not a {name} result (a JSON object with a meta object)")
         hints = _type_hints(cls)
+        for k, v in js.items():
+            expected = _SIMPLE_TYPES.get(hints.get(k))
+            if v is not None and expected is not None and not (isinstance(v, expected) and not isinstance(v, bool)
+                                                                or hints.get(k) is bool and isinstance(v, bool)):
+                raise UsageError(f"{jpath}: not a {name} result ({k} is {type(v).__name__}, expected "
+                                 f"{hints[k].__name__})")
         kw: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if not f.init:
@@ -260,6 +266,10 @@ class Result:
             npath = d / f"{name}.npz"
             atomic_savez(npath, **arrs)
         return jpath, npath
+
+
+#: the annotation of a result field -> the JSON types it may hold (None is always allowed)
+_SIMPLE_TYPES: dict = {list: list, dict: dict, str: str, int: int, float: (int, float), bool: bool}
 
 
 def _type_hints(cls: type) -> dict:

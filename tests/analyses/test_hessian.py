@@ -47,3 +47,16 @@ def test_settings_and_keywords_give_the_same_numbers_and_conflict_is_refused():
         flatkit.hessian(obj, top_k=2, settings=s)
     with pytest.raises(UsageError, match="top_k 0"):
         flatkit.hessian(obj, top_k=0)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("{not json", "unreadable"),
+    ('{"labels": ["a"]}', "meta object"),
+    ('{"labels": 3, "meta": {}}', "labels is int"),
+    ('[1, 2]', "meta object"),
+])
+def test_load_names_a_corrupt_result(tmp_path, text, needle):
+    (tmp_path / "hessian.json").write_text(text)
+    with pytest.raises(UsageError, match=needle) as e:
+        HessianResult.load(tmp_path)
+    assert "hessian.json" in str(e.value)
