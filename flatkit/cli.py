@@ -89,7 +89,8 @@ class FlatkitGroup(click.Group):
             from flatkit.commands._common import option_message
 
             name = ctx.invoked_subcommand or "flatkit"
-            click.echo(f"flatkit {name}: error: {option_message(str(e))}", err=True)
+            cmd = self.get_command(ctx, name) if ctx.invoked_subcommand else None
+            click.echo(f"flatkit {name}: error: {option_message(str(e), cmd)}", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("flatkit: interrupted (progress so far is saved where the command supports resuming)",

@@ -320,13 +320,22 @@ def settings_from(cls: type, params: dict) -> Any:
         raise UsageError(option_message(str(e))) from None
 
 
-def option_message(msg: str) -> str:
-    """A library message that starts with a settings parameter (``n_eval 0: ...``) rewritten with its option."""
+def option_message(msg: str, command: click.Command | None = None) -> str:
+    """A library message that starts with a parameter name (``n_eval 0: ...``) rewritten with its option
+    (``--n-eval 0: ...``): the option of that name on ``command`` (the running subcommand), else the settings'
+    option of that parameter. Only this layer speaks in option names."""
     from flatkit.settings import option_name
 
-    head, _, rest = msg.partition(" ")
-    head = head.rstrip(":")
-    opt = option_name(head) if head.isidentifier() else None
+    head = msg.partition(" ")[0].rstrip(":")
+    if not head.isidentifier() or not head.islower():
+        return msg
+    opt = None
+    if command is not None:
+        for p in command.params:
+            if p.name == head and isinstance(p, click.Option):
+                opt = max(p.opts, key=len) if len(p.opts) > 1 and p.opts[0] == f"-{head[:1]}" else p.opts[0]
+                break
+    opt = opt or option_name(head)
     # "...; lower points" (flatkit.budget) names the same parameter again
     return f"{opt}{msg[len(head):].replace(f'; lower {head}', f'; lower {opt}')}" if opt else msg
 
