@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import copy
 import datetime
+import gc
 import json
 import math
 import platform
@@ -487,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
             suite.rows[key]["note"] = "failed: its setup failed (see stderr)"
             continue
         suite.run(key, fn)
+        if key == "trace_pyhessian":  # PyHessian keeps its create_graph gradient (and a model copy): free them
+            suite.state.pop("pyhessian", None)
+            gc.collect()
     accuracy_notes(suite)
 
     header = {
