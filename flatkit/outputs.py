@@ -51,7 +51,8 @@ class OutLock:
 
     _held: dict[str, int] = {}  # resolved folder -> nesting depth in this process
 
-    def __init__(self, folder: str | os.PathLike, option: str = "--out") -> None:
+    def __init__(self, folder: str | os.PathLike, option: str = "--out", created: bool = False) -> None:
+        self.created = created  # made by this command: removed again at release when nothing was written
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
         self.option = option
@@ -125,6 +126,8 @@ class OutLock:
             pid, _ = self._holder()
             if pid == os.getpid():
                 self.path.unlink()
+            if self.created:
+                self.folder.rmdir()  # only when empty: a command that failed before writing leaves no folder
         except OSError:
             pass
 
@@ -138,6 +141,7 @@ class OutLock:
 def lock_out(folder: str | os.PathLike, option: str = "--out") -> OutLock | None:
     """Create ``folder`` (an unwritable one is exit 2 naming ``option``) and lock it until the command ends; under
     torchrun only rank 0 locks (None elsewhere)."""
+    existed = Path(folder).exists()
     make_out_dir(folder, option)
     import sys
 
@@ -146,7 +150,7 @@ def lock_out(folder: str | os.PathLike, option: str = "--out") -> OutLock | None
 
         if not dist.is_main():
             return None
-    lock = OutLock(folder, option).acquire()
+    lock = OutLock(folder, option, created=not existed).acquire()
     try:
         import click
 
