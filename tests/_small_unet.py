@@ -21,7 +21,8 @@ def small_run(learn_sigma: bool = False, dropout: float = 0.0, steps: int = 100)
     with torch.no_grad():  # ADM zero-initialises the output layers: move off that degenerate point
         for p in model.parameters():
             p.add_(0.02 * torch.randn(p.shape, generator=g))
-    return Run(model=model, diffusion=create_diffusion(dcfg), config=RunConfig(mcfg, dcfg, data="builtin:shapes16"))
+    data = "builtin:shapes16?image_size=8"  # the data fit the 8-pixel model
+    return Run(model=model, diffusion=create_diffusion(dcfg), config=RunConfig(mcfg, dcfg, data=data))
 
 
 class Images:

@@ -225,7 +225,10 @@ def test_for_run_shares_the_bank(run):
 
 
 def test_data_spec_from_run_config(run):
-    obj = Objective(run, n=8, seed=0)  # builtin:shapes16 recorded in the run; the UNet is convolutional
+    # builtin:shapes16 recorded in the run, an 8-pixel model: refused before any work, naming the fix
+    with pytest.raises(UsageError, match=r"^--data builtin:shapes16: RGB 16x16 images do not fit .*image_size=8"):
+        Objective(run, n=8, seed=0)
+    obj = Objective(run, data="builtin:shapes16?image_size=8", n=8, seed=0)
     assert obj.config.data.startswith("builtin:shapes16") and obj.config.data_fingerprint
     assert np.isfinite(float(obj.loss()))
 

@@ -119,13 +119,16 @@ def load_dataset(
     if image_size is not None and (
         isinstance(image_size, bool) or int(image_size) != image_size or image_size < 1
     ):
-        raise UsageError(f"--image-size {image_size!r}: must be a positive integer")
+        raise UsageError(f"image_size {image_size!r}: must be a positive integer")
+    if image_size is None:
+        image_size = p.options.get("image_size")
+    channels = p.options.get("channels")
     if p.prefix == "builtin":
         arr = _builtin_cached(p.target, p.options["n"], p.options["seed"])
         if p.kind == "points":
             return Dataset(format_spec(p), "points", points=arr)
         images = arr if image_size is None else resize_images(arr, int(image_size))
-        return Dataset(format_spec(p), "image", images=images)
+        return Dataset(format_spec(p), "image", images=convert_channels(images, channels))
 
     path = os.path.abspath(os.path.expanduser(p.target))
     norm = format_spec(type(p)(p.prefix, path, p.options))
@@ -133,9 +136,23 @@ def load_dataset(
     if p.prefix == "cifar10":
         images, labels = load_cifar10(path, p.options["split"], download=download, root=root)
     elif p.prefix == "folder":
-        images = load_folder(path, image_size)
+        images = load_folder(path, image_size, channels=channels, limit=p.options.get("n"))
     else:  # npz
         images = load_npz(path)
+    if p.options.get("n") is not None:
+        images = images[: p.options["n"]]
+        labels = None if labels is None else labels[: p.options["n"]]
     if image_size is not None and p.prefix != "folder":
         images = resize_images(images, int(image_size))
-    return Dataset(norm, "image", images=images, labels=labels)
+    return Dataset(norm, "image", images=convert_channels(images, channels), labels=labels)
+
+
+def convert_channels(images: np.ndarray, channels: int | None) -> np.ndarray:
+    """uint8 NHWC with ``channels`` channels: RGB -> grayscale as PIL's ``L`` (ITU-R 601-2 luma), grayscale ->
+    RGB by repetition; unchanged for None or the same count."""
+    if channels is None or images.shape[-1] == channels:
+        return images
+    if channels == 3:
+        return np.repeat(images, 3, axis=-1)
+    luma = images.astype(np.uint32) @ np.array([299, 587, 114], dtype=np.uint32)
+    return ((luma + 500) // 1000).astype(np.uint8)[..., None]

@@ -55,38 +55,39 @@ def list_images(root: str) -> list[str]:
     return [os.path.join(root, p) for p in sorted(found)]
 
 
-def _open_rgb(path: str) -> Image.Image:
+def _open_rgb(path: str, mode: str = "RGB") -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
-            return im.convert("RGB")
+            return im.convert(mode)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise UsageError(f"{path}: unreadable image ({type(e).__name__}: {e})") from None
 
 
-def load_folder(path: str, image_size: int | None = None) -> np.ndarray:
-    """All images under ``path`` -> uint8 NHWC RGB. Without ``image_size`` every image must already be
-    square and of one size; with it each is cropped and resized (:func:`center_crop_arr`)."""
+def load_folder(path: str, image_size: int | None = None, channels: int | None = None,
+                limit: int | None = None) -> np.ndarray:
+    """All images under ``path`` (the first ``limit``) -> uint8 NHWC, RGB (``channels`` 3 or None) or grayscale
+    (``channels`` 1, PIL's ``L``). With ``image_size`` each is cropped and resized (:func:`center_crop_arr`);
+    without it images that are all square of one size are kept as they are, and otherwise every image is
+    centre-cropped to the smallest short side among them."""
     if not os.path.exists(path):
         raise UsageError(f"{path}: no such directory")
     if not os.path.isdir(path):
         raise UsageError(f"{path}: not a directory (folder: expects a directory of images)")
     if image_size is not None and image_size < 1:
-        raise UsageError(f"--image-size {image_size}: must be positive")
-    files = list_images(path)
+        raise UsageError(f"image_size {image_size}: must be positive")
+    files = list_images(path)[:limit]
     if not files:
         raise UsageError(f"{path}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
-    arrays = []
-    for f in files:
-        img = _open_rgb(f)
-        if image_size is None:
-            w, h = img.size
-            first = arrays[0].shape[:2] if arrays else (h, w)
-            if w != h or (h, w) != first:
-                raise UsageError(
-                    f"{f}: size {w}x{h} differs from {first[1]}x{first[0]} or is not square; use --image-size"
-                )
-            arrays.append(np.asarray(img))
-        else:
-            arrays.append(center_crop_arr(img, image_size))
-    return np.stack(arrays)
+    mode = "L" if channels == 1 else "RGB"
+    imgs = [_open_rgb(f, mode) for f in files]
+    if image_size is None:
+        sizes = {img.size for img in imgs}
+        if len(sizes) == 1 and next(iter(sizes))[0] == next(iter(sizes))[1]:
+            return _nhwc(np.stack([np.asarray(img) for img in imgs]))
+        image_size = min(min(size) for size in sizes)  # centre-crop every image to one square size
+    return _nhwc(np.stack([center_crop_arr(img, image_size) for img in imgs]))
+
+
+def _nhwc(arr: np.ndarray) -> np.ndarray:
+    return arr[..., None] if arr.ndim == 3 else arr

@@ -1,5 +1,5 @@
-"""``npz:PATH``: ADM sample files, ``arr_0`` uint8 NHWC (the format of ADM's ``sample.py`` and its
-evaluator's reference batches); written atomically by :func:`write_uint8_npz`."""
+"""``npz:PATH``: ADM sample files, ``arr_0`` uint8 NHWC or (N, H, W) grayscale (the format of ADM's
+``sample.py`` and its evaluator's reference batches); written atomically by :func:`write_uint8_npz`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ def _check_images(arr, where: str) -> np.ndarray:
     if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8:
         dtype = getattr(arr, "dtype", type(arr).__name__)
         raise UsageError(f"{where}: images must be uint8, got {dtype}")
+    if arr.ndim == 3 and arr.shape[-1] not in (1, 3):  # (N, H, W): grayscale ((H, W, 3) is one image: refused)
+        arr = arr[..., None]
     if arr.ndim != 4 or arr.shape[-1] not in (1, 3):
         raise UsageError(f"{where}: images must be NHWC with 1 or 3 channels, got shape {tuple(arr.shape)}")
     if arr.shape[0] == 0 or arr.shape[1] == 0 or arr.shape[2] == 0:

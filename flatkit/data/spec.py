@@ -7,7 +7,10 @@ Prefixes:
 - ``cifar10:PATH`` the official python batches (directory or ``cifar-10-python.tar.gz``); option ``split``
   (``train`` or ``test``).
 - ``folder:PATH`` image files found recursively.
-- ``npz:PATH`` ADM sample file (``arr_0`` uint8 NHWC).
+- ``npz:PATH`` ADM sample file (``arr_0`` uint8 NHWC, or (N, H, W) grayscale).
+
+Image specs also take ``image_size`` (ADM centre crop to S x S), ``channels`` (1: grayscale, 3: RGB) and, on
+the path prefixes, ``n`` (the first N items).
 
 Parsing never touches the file system; :func:`normalise_spec` makes paths absolute.
 """
@@ -37,6 +40,10 @@ _PATH_OPTIONS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
 }
 
 _MAX_BUILTIN_N = 10_000_000
+
+#: integer options of the image specs (default None: as stored): resize (ADM centre crop), convert, keep the
+#: first n items
+_INT_OPTIONS: dict[str, tuple[int, int]] = {"image_size": (1, 8192), "channels": (1, 3), "n": (1, 2**62)}
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,13 @@ def _parse_int(spec: str, key: str, value: str, lo: int, hi: int) -> int:
     return v
 
 
+def _parse_image_int(spec: str, key: str, value: str) -> int:
+    v = _parse_int(spec, key, value, *_INT_OPTIONS[key])
+    if key == "channels" and v not in (1, 3):
+        raise UsageError(f"--data {spec!r}: option channels={v} must be 1 (grayscale) or 3 (RGB)")
+    return v
+
+
 def parse_spec(spec: str) -> ParsedSpec:
     """Parse and validate a data spec (prefix, built-in name, option names and values); no file access."""
     prefix, target, query = _split(spec)
@@ -117,20 +131,27 @@ def parse_spec(spec: str) -> ParsedSpec:
             raise UsageError(
                 f"--data {spec!r}: unknown built-in {name!r} (expected one of {', '.join(builtin_names())})"
             )
-        options: dict = dict(BUILTINS[name][1])
+        options: dict = _defaults(prefix, name)
+        image_keys = ("image_size", "channels") if BUILTINS[name][0] == "image" else ()
         for key, value in raw.items():
             if key == "n":
                 options["n"] = _parse_int(spec, key, value, 1, _MAX_BUILTIN_N)
             elif key == "seed":
                 options["seed"] = _parse_int(spec, key, value, 0, 2**63 - 1)
+            elif key in image_keys:
+                options[key] = _parse_image_int(spec, key, value)
             else:
-                raise UsageError(f"--data {spec!r}: unknown option {key!r} for builtin (expected n, seed)")
+                raise UsageError(f"--data {spec!r}: unknown option {key!r} for builtin {name} "
+                                 f"(expected {', '.join(['n', 'seed', *image_keys])})")
         return ParsedSpec(prefix, name, options)
     allowed = _PATH_OPTIONS[prefix]
-    options = {k: default for k, (default, _) in allowed.items()}
+    options = _defaults(prefix, target)
     for key, value in raw.items():
+        if key in _INT_OPTIONS:
+            options[key] = _parse_image_int(spec, key, value)
+            continue
         if key not in allowed:
-            expected = ", ".join(allowed) or "none"
+            expected = ", ".join([*allowed, *_INT_OPTIONS])
             raise UsageError(f"--data {spec!r}: unknown option {key!r} for {prefix} (expected {expected})")
         choices = allowed[key][1]
         if value not in choices:

@@ -14,7 +14,8 @@ def ckpt(tmp_path_factory, make_ckpt):
     mcfg = ModelConfig(image_size=8, in_channels=3, num_channels=32, num_res_blocks=1, channel_mult="1,1",
                        attention_resolutions="4", num_head_channels=16)
     path = make_ckpt(tmp_path_factory.mktemp("ckpt") / "ckpt.pt", None, model=mcfg,
-                     diffusion=DiffusionConfig(diffusion_steps=100), noise_seed=1, data="builtin:shapes16?n=32",
+                     diffusion=DiffusionConfig(diffusion_steps=100), noise_seed=1,
+                     data="builtin:shapes16?n=32&image_size=8",
                      others={"ema": lambda raw: {k: 0.9 * v for k, v in raw.items()}}, ema_rates=[0.999])
     return str(path)
 

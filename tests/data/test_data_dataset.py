@@ -73,7 +73,7 @@ def test_image_size_option():
     ds = load_dataset("builtin:shapes32?n=4", image_size=16)
     assert ds.sample_shape == (3, 16, 16) and ds.spec == "builtin:shapes32?n=4"
     for bad in (0, -3, 2.5, True):
-        with pytest.raises(UsageError, match="--image-size"):
+        with pytest.raises(UsageError, match="^image_size "):
             load_dataset("builtin:shapes16?n=4", image_size=bad)
 
 

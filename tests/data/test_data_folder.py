@@ -129,14 +129,30 @@ def test_bad_folders(tmp_path):
         load_dataset(f"folder:{trunc}")
 
 
-def test_sizes_must_agree_without_image_size(tmp_path):
+def test_mixed_and_non_square_folders_are_centre_cropped(tmp_path):
     _save(tmp_path / "a.png", _solid(8, 8, (0, 0, 0)))
     _save(tmp_path / "b.png", _solid(16, 16, (0, 0, 0)))
-    with pytest.raises(UsageError, match="b.png: size 16x16 differs from 8x8.*--image-size"):
-        load_dataset(f"folder:{tmp_path}")
+    assert load_dataset(f"folder:{tmp_path}").sample_shape == (3, 8, 8)  # the smallest short side
     other = tmp_path / "o"
-    _save(other / "a.png", _solid(8, 12, (0, 0, 0)))
-    with pytest.raises(UsageError, match="a.png: size 12x8 .*not square"):
-        load_dataset(f"folder:{other}")
-    with pytest.raises(UsageError, match="--image-size"):
+    _save(other / "a.png", _solid(60, 80, (10, 20, 30)))
+    ds = load_dataset(f"folder:{other}")
+    assert ds.sample_shape == (3, 60, 60)
+    assert (ds.uint8(0) == np.array([10, 20, 30], np.uint8)).all()
+    with pytest.raises(UsageError, match="image_size"):
         load_dataset(f"folder:{other}", image_size=0)
+
+
+def test_spec_options_image_size_channels_n(tmp_path):
+    for i in range(3):
+        _save(tmp_path / f"{i}.png", _solid(60, 80, (200, 100, 50)))
+    ds = load_dataset(f"folder:{tmp_path}?image_size=16&channels=1&n=2")
+    assert ds.sample_shape == (1, 16, 16) and len(ds) == 2
+    grey = np.asarray(Image.fromarray(_solid(4, 4, (200, 100, 50))).convert("L"))[0, 0]
+    assert (ds.uint8(0) == grey).all()
+    np.savez(tmp_path / "g.npz", arr_0=np.full((5, 8, 8), 7, np.uint8))  # (N, H, W): grayscale
+    ds = load_dataset(f"npz:{tmp_path / 'g.npz'}?n=3")
+    assert ds.sample_shape == (1, 8, 8) and len(ds) == 3
+    assert load_dataset(f"npz:{tmp_path / 'g.npz'}?channels=3&image_size=4").sample_shape == (3, 4, 4)
+    for bad in ("channels=2", "image_size=0", "n=0", "n=x"):
+        with pytest.raises(UsageError, match=f"--data .*{bad.split('=')[0]}"):
+            load_dataset(f"folder:{tmp_path}?{bad}")

@@ -22,18 +22,17 @@ def data_spec(run: Any, data: str | None) -> str:
     return spec
 
 
-def reference_samples(spec: str, n: int, seed: int, shape: Sequence[int] | None = None) -> torch.Tensor:
+def reference_samples(spec: str, n: int, seed: int, shape: Sequence[int] | None = None,
+                      ckpt: Any = None) -> torch.Tensor:
     """``n`` distinct data items (float32, images in [-1, 1]) drawn with ``seed``; checked against
-    ``shape``."""
+    ``shape``, what the model of ``ckpt`` takes (:func:`flatkit.data.fit.check_fits`)."""
     from flatkit.data import load_dataset
+    from flatkit.data.fit import check_fits
 
     ds = load_dataset(spec)
     if n > len(ds):
         n = len(ds)
-    if shape is not None and tuple(ds.sample_shape) != tuple(shape):
-        raise UsageError(
-            f"data {spec}: items of shape {tuple(ds.sample_shape)} do not match the model's {tuple(shape)}"
-        )
+    check_fits(ds.sample_shape, shape, spec, ckpt)
     g = torch.Generator().manual_seed(int(seed))
     idx = torch.randperm(len(ds), generator=g)[:n]
     return ds.get(idx.numpy())
@@ -54,7 +53,7 @@ def paired_drift(x: torch.Tensor, y: torch.Tensor) -> dict[str, float | None]:
 
 
 def diffusion_bank(
-    spec: str, n: int, seed: int, num_timesteps: int
+    spec: str, n: int, seed: int, num_timesteps: int, shape: Sequence[int] | None = None, ckpt: Any = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The frozen bank (x0, t, ε) of :class:`flatkit.objective.Objective` with the same (spec, n, seed).
 
@@ -62,12 +61,16 @@ def diffusion_bank(
     ε, so
     the unperturbed loss on it equals ``Objective(run, data=spec, n=n, seed=seed).loss()`` (tested).
     """
+    from flatkit import budget
     from flatkit.data import load_dataset
+    from flatkit.data.fit import check_fits
     from flatkit.objective import stratified_timesteps
 
     ds = load_dataset(spec)
     if n > len(ds):
         raise UsageError(f"n_eval {n}: exceeds the {len(ds)} items of {spec}")
+    check_fits(ds.sample_shape, shape, spec, ckpt)
+    budget.check_bank(n, ds.sample_shape)
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     index = torch.randperm(len(ds), generator=g)[:n]
     x0 = torch.as_tensor(ds.get(index.numpy()), dtype=torch.float32)

@@ -92,6 +92,7 @@ def _exposure_one(
 
     diff = respaced(run.diffusion, cfg)
     shape = sample_shape(run.config.model)
+    x0 = reference_samples(spec, cfg.n, cfg.seed + 1, shape, getattr(run, "path", None))  # data fits: checked first
     T = int(diff.num_timesteps)
     samp_sum = np.zeros(T)
 
@@ -113,7 +114,6 @@ def _exposure_one(
     sampling = samp_sum / cfg.n
 
     # training curve: x_t = q_sample(x0, t, eps) on training images at the same respaced steps
-    x0 = reference_samples(spec, cfg.n, cfg.seed + 1, shape)
     n = x0.shape[0]
     train_sum = np.zeros(T)
     g = torch.Generator().manual_seed(int(cfg.seed) + 104729)

@@ -205,6 +205,9 @@ def prior(
     pts = prior_grid(s.shifts, s.scales, s.noise_etas)
     shape = sample_shape(runs[0].config.model)
     d = int(np.prod(shape))
+    from flatkit import budget
+
+    budget.check_samples(s.n, shape, copies=len(pts))  # the samples of every prior point
     res = PriorResult(
         d=d,
         kind=[p.kind for p in pts],
@@ -223,8 +226,8 @@ def prior(
         check_sample_shape(r, shape, labels[ri])
         spec = data_spec(r, s.data)
         res.data.append(spec)
-        ref = reference_samples(spec, s.n_ref, s.seed + 1, shape)
-        bank = diffusion_bank(spec, s.n_eval, s.seed, int(r.diffusion.num_timesteps))
+        ref = reference_samples(spec, s.n_ref, s.seed + 1, shape, r.path)
+        bank = diffusion_bank(spec, s.n_eval, s.seed, int(r.diffusion.num_timesteps), shape, r.path)
         diff = respaced(r.diffusion, cfg)
         dev = device if device is not None else next(r.model.parameters()).device
         entry: dict[str, list] = {k: [] for k in PER_MODEL}

@@ -247,7 +247,10 @@ def quantize(
     for r in runs:  # bad --skip patterns fail before any sampling
         quantizable_layers(r.model, s.skip, s.skip_first_last)
     shape = sample_shape(runs[0].config.model)
-    ref = reference_samples(spec, s.n_ref, s.seed + 1, shape)
+    ref = reference_samples(spec, s.n_ref, s.seed + 1, shape, getattr(runs[0], "path", None))
+    from flatkit import budget
+
+    budget.check_samples(s.n, shape, copies=len(s.bits) + 1)  # the samples of every bit width
     obj0 = Objective(runs[0], data=spec, n=s.n_eval, seed=s.seed, batch_size=s.batch_size, loss=s.loss)
     res = QuantizeResult(bits=list(s.bits), granularity=s.granularity, labels=labels, data=spec,
                          distance_name=distance_names(pool)["sw2"])
