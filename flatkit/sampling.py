@@ -14,6 +14,7 @@ sections) for DDPM, and all steps when T' equals the schedule's length.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,6 +284,47 @@ def save_points_png(
     return Path(path)
 
 
+#: a sample whose lag-1 spatial autocorrelation is below this is "noise": i.i.d. N(0, 1) noise (clipped or
+#: not) has 0 ± 2/sqrt(H·W·C) (at most 0.094 over 200 draws at 16x16x3), the built-in shapes 0.84 and more
+#: (tests/commands/test_nan_weights.py)
+NOISE_AUTOCORRELATION = 0.2
+
+
+def spatial_autocorrelation(x: torch.Tensor) -> torch.Tensor:
+    """Per sample of NCHW images: the lag-1 autocorrelation of the pixels about each channel's mean, horizontal
+    and vertical neighbours pooled (1.0 for a constant image)."""
+    xc = x.to(torch.float64)
+    xc = xc - xc.mean(dim=(2, 3), keepdim=True)
+    num = (xc[:, :, 1:, :] * xc[:, :, :-1, :]).sum(dim=(1, 2, 3)) + (xc[:, :, :, 1:] * xc[:, :, :, :-1]).sum(
+        dim=(1, 2, 3))
+    h, w = x.shape[2], x.shape[3]
+    var = (xc**2).sum(dim=(2, 3))  # (N, C)
+    den = (var * ((h - 1) * w + h * (w - 1)) / (h * w)).sum(dim=1)
+    return torch.where(den > 0, num / den.clamp_min(1e-300), torch.ones_like(den))
+
+
+def sample_flags(x: torch.Tensor) -> list[str]:
+    """Per sample: ``"non-finite"`` (NaN or inf anywhere), ``"noise"`` (images whose lag-1 spatial
+    autocorrelation is below :data:`NOISE_AUTOCORRELATION`: what pure noise, not a denoised image, looks like),
+    else ``"ok"``."""
+    finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
+    noise = torch.zeros_like(finite)
+    if x.dim() == 4 and x.shape[2] > 1 and x.shape[3] > 1:
+        noise = spatial_autocorrelation(torch.nan_to_num(x)) < NOISE_AUTOCORRELATION
+    pairs = zip(finite.tolist(), noise.tolist(), strict=True)
+    return ["non-finite" if not f else "noise" if n else "ok" for f, n in pairs]
+
+
+def warn_flagged(flags: Sequence[str], path: Any = None) -> None:
+    """One ``warning:`` line when samples are non-finite or pure noise."""
+    bad = {k: flags.count(k) for k in ("non-finite", "noise") if k in flags}
+    if bad:
+        what = ", ".join(f"{v} of {len(flags)} {'pure noise' if k == 'noise' else k}" for k, v in bad.items())
+        first = next(i for i, f in enumerate(flags) if f != "ok")
+        print(f"warning: {path or 'the model'}: samples flagged: {what} (first: sample {first}; "
+              "see flags in sample.json)", file=sys.stderr, flush=True)
+
+
 @dataclass
 class SampleResult(Result):
     """What ``flatkit sample`` measured: the configuration and the samples (uint8 NHWC or float points)."""
@@ -293,6 +335,7 @@ class SampleResult(Result):
     timestep_map: list = field(default_factory=list)
     shape: list = field(default_factory=list)
     seeds: list = field(default_factory=list)  # per-sample seeds (stream 0)
+    flags: list = field(default_factory=list)  # per sample: "ok", "non-finite" or "noise" (see sample_flags)
     images: np.ndarray | None = None  # uint8 NHWC for image models
     points: np.ndarray | None = None  # float32 (N, D) for point models
     meta: dict = field(default_factory=dict)
@@ -388,6 +431,9 @@ def sample(
         shape=list(shape),
         seeds=[sample_seed(s.seed, i) for i in range(s.n)],
     )
+    if x is not None:
+        res.flags = sample_flags(x)
+        warn_flagged(res.flags, getattr(run, "path", None))
     if x is not None and len(shape) == 3:
         res.images = to_uint8(x)
     elif x is not None:

@@ -99,10 +99,13 @@ def parse_list(value: str, kind: str, name: str) -> tuple:
     conv: Callable[[str], Any] = float if kind == "floats" else int if kind == "ints" else str
     parts = [v.strip() for v in str(value).split(",") if v.strip()]
     try:
-        return tuple(conv(v) for v in parts)
+        out = tuple(conv(v) for v in parts)
     except ValueError:
         what = "numbers" if kind == "floats" else "integers"
         raise UsageError(f"{name} {value!r}: expected comma-separated {what}") from None
+    if kind == "floats" and not all(math.isfinite(v) for v in out):
+        raise UsageError(f"{name} {value!r}: expected finite numbers")
+    return out
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,10 @@ def hessian(
     s = settings
     t0 = time.perf_counter()
     objs = [obj, *compare]
+    from flatkit.finite import refuse_non_finite
+
+    for o in objs:  # curvature cannot run on NaN weights: one line naming checkpoint, weights and tensor
+        refuse_non_finite(o, "the Hessian")
     res = HessianResult(labels=list(labels) if labels is not None else [f"model{m}" for m in range(len(objs))])
     parts: dict[str, Any] = {}
     for o in objs:

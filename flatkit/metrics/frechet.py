@@ -53,6 +53,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     mu2, sigma2 = _check_stats(mu2, sigma2, "statistics 2")
     if mu1.shape != mu2.shape:
         raise UsageError(f"statistics: feature dimensions differ ({mu1.shape[0]} vs {mu2.shape[0]})")
+    if not all(np.isfinite(a).all() for a in (mu1, sigma1, mu2, sigma2)):
+        return float("nan")  # non-finite samples (NaN weights): recorded as null
     diff = mu1 - mu2
     d2 = (
         float(diff @ diff)

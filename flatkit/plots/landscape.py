@@ -185,7 +185,7 @@ def plot_perturb(res: Any, stem: str | Path, title: str | None = None) -> list[P
         for m in range(M):
             c = colour(labels[m], m)
             mean, std = np.asarray(res.mean)[m], np.asarray(res.std)[m]
-            ax.plot(r, mean, "-o", ms=2.5, color=c, label=f"{labels[m]} (L(θ) = {res.loss0[m]:.4g})")
+            ax.plot(r, mean, "-o", ms=2.5, color=c, label=f"{labels[m]} (L(θ) = {_nan_if_none(res.loss0[m]):.4g})")
             ax.fill_between(r, mean - std, mean + std, color=c, alpha=0.18, lw=0)
         _loss_change_axes(ax, r, res.norm, "L(θ + r d) − L(θ)",
                           f"random Gaussian directions (mean ± std, K = {res.n_directions})")
@@ -198,3 +198,8 @@ def plot_perturb(res: Any, stem: str | Path, title: str | None = None) -> list[P
         fig.suptitle(title or "Loss under weight perturbation")
         fig.tight_layout()
     return save(fig, stem)
+
+
+def _nan_if_none(v) -> float:
+    """A recorded loss for a label: None (a non-finite value stored as null) shows as nan."""
+    return float("nan") if v is None else float(v)

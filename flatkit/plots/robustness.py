@@ -123,7 +123,7 @@ def plot_exposure(res: ExposureResult, stem: str | Path) -> list[Path]:
             axes[0].plot(t, _nan(res.sampling_norm[m]), "-", color=c, label=f"{label} sampling")
             axes[0].plot(t, _nan(res.training_norm[m]), "--", color=c, label=f"{label} training")
             axes[1].plot(t, _nan(res.gap[m]), "-o", color=c, ms=2.5,
-                         label=f"{label} (last {res.gap_last[m]:.3g}, mean {res.gap_mean[m]:.3g})")
+                         label=f"{label} (last {_num(res.gap_last[m]):.3g}, mean {_num(res.gap_mean[m]):.3g})")
             if has_delta:
                 axes[2].plot(t, _nan(res.delta_t[m]), "-o", color=c, ms=2.5, label=label)
         axes[0].set_ylabel(f"mean {norm}")
@@ -197,3 +197,8 @@ def plot_quantize_samples(res: QuantizeResult, stem: str | Path) -> list[Path]:
             labels.append(f"{model}\n{p}")
     return plot_sample_rows(np.stack(rows), labels, stem,
                             title=f"Quantized samples ({res.granularity}), paired by seed")
+
+
+def _num(v) -> float:
+    """A recorded value for a label: None (a non-finite value stored as null) shows as nan."""
+    return float("nan") if v is None else float(v)

@@ -39,7 +39,7 @@ def plot_sharpness(res: Any, stem: str | Path, title: str | None = None) -> list
                     continue
                 pv = np.asarray(per, dtype=float)
                 if res.kind == "keskar":
-                    pv = pv / (1.0 + float(res.loss0[m])) * 100.0
+                    pv = pv / (1.0 + float("nan" if res.loss0[m] is None else res.loss0[m])) * 100.0
                 ax.plot(np.full(pv.size, x[m]) + np.linspace(-0.12, 0.12, pv.size), pv, "o", ms=3, color="0.15",
                         label="per restart" if m == 0 else None)
             ax.legend(frameon=False, loc="best")
