@@ -206,6 +206,7 @@ def landscape(
     ax = axis(lo, hi, s.points)
     coeffs = grid_coefficients([ax] * s.dims)
     objs = [obj, *compare]
+    warn_non_finite_all(objs)  # NaN weights: their losses are recorded as null (a mask), with a warning
     if check:
         for o in objs:
             if hasattr(o, "check_determinism"):
@@ -360,6 +361,13 @@ def _finish(res: LandscapeResult, grid_objs: list, ax: np.ndarray, n_eval: int, 
     res.meta["non_finite_points"] = int((res.done & ~np.isfinite(res.values)).sum())
     if dist.world() > 1:
         res.meta["ranks"] = dist.world()
+
+
+def warn_non_finite_all(objs: Sequence[Any]) -> None:
+    from flatkit.finite import warn_non_finite
+
+    for o in objs:
+        warn_non_finite(o)
 
 
 def _norm(d: ParamDict) -> float:
