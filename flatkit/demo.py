@@ -386,8 +386,14 @@ def demo(out: str | os.PathLike = "runs/demo", budget: str = "fast", workers: in
     return DemoResult(out=out, report_md=rep.markdown, report_html=rep.html, rows=rows, wall_time_s=wall)
 
 
+SMOKE_NOTE = ("**Smoke budget: this run only checks that the pipeline works end to end. Its numbers carry no "
+              "meaning** (a few training steps, a bank of a few items, a handful of samples); run `--budget fast` "
+              "or `--budget full` for numbers worth reading.\n\n")
+
+
 def _report_notes(b: Budget) -> str:
-    return (f"Tiny ADM UNet (318,691 parameters) on `{DATA}`, {b.steps} steps each, AdamW lr 1e-3, batch 32; "
+    smoke = SMOKE_NOTE if b == BUDGETS["smoke"] else ""
+    return smoke + (f"Tiny ADM UNet (318,691 parameters) on `{DATA}`, {b.steps} steps each, AdamW lr 1e-3, batch 32; "
             "+SAM: ρ = 0.5 (vanilla SAM, ρ ramped up linearly over the first 300 steps, the tiny preset's "
             f"default); +IP: γ = 0.1; +EMA: rate {b.ema:g} with warm-up; +SWA: uniform average from step "
             f"{b.steps // 3 + 1}. Flatness on a frozen bank of {b.n_eval} (x0, t, ε); "

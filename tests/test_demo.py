@@ -47,6 +47,7 @@ def test_demo_writes_the_report_of_nine_arms(smoke):
     out, r = smoke
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
     md = (out / "report.md").read_text()
+    assert "Its numbers carry no meaning" in md  # the smoke budget says so in its report
     rows = _summary_rows(md)
     assert list(rows) == [label for _, _, label in ARMS]
     html = (out / "report.html").read_text()
