@@ -225,10 +225,14 @@ def test_for_run_shares_the_bank(run):
 
 
 def test_data_spec_from_run_config(run):
-    # builtin:shapes16 recorded in the run, an 8-pixel model: refused before any work, naming the fix
-    with pytest.raises(UsageError, match=r"^--data builtin:shapes16: RGB 16x16 images do not fit .*image_size=8"):
-        Objective(run, n=8, seed=0)
-    obj = Objective(run, data="builtin:shapes16?image_size=8", n=8, seed=0)
+    # builtin:shapes16 on an 8-pixel model: refused before any work, naming the fix
+    import dataclasses
+
+    loaded = dataclasses.replace(run, path="small.pt")  # checked for a checkpoint's run (a path)
+    with pytest.raises(UsageError, match=r"^--data builtin:shapes16: RGB 16x16 images do not fit .*small.pt.*"
+                                         r"image_size=8"):
+        Objective(loaded, data="builtin:shapes16", n=8, seed=0)
+    obj = Objective(run, n=8, seed=0)  # the run records builtin:shapes16?image_size=8
     assert obj.config.data.startswith("builtin:shapes16") and obj.config.data_fingerprint
     assert np.isfinite(float(obj.loss()))
 

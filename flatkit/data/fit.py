@@ -11,12 +11,13 @@ from flatkit.errors import UsageError
 
 
 def model_sample_shape(run: Any) -> tuple[int, ...] | None:
-    """(C, H, W) or (D,) that ``run``'s model takes; None when its config does not say (a custom model)."""
+    """(C, H, W) or (D,) that ``run``'s model takes: what the config of a loaded checkpoint says; None for a custom
+    model or a Run built in Python (``path`` None), whose config need not describe the model."""
     from flatkit.config import ModelConfig
 
     cfg = getattr(getattr(run, "config", None), "model", None)
-    if not isinstance(cfg, ModelConfig):
-        return None
+    if not isinstance(cfg, ModelConfig) or str(cfg.arch).startswith("custom") or getattr(run, "path", None) is None:
+        return None  # a custom model (--model MODULE:FACTORY) or a Run built by hand declares no input shape
     from flatkit.sampling import sample_shape
 
     return tuple(sample_shape(cfg))
