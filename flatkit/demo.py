@@ -68,7 +68,7 @@ class Budget:
 
 
 BUDGETS: dict[str, Budget] = {
-    # a smoke test of the whole pipeline in about a minute (the test suite's); its numbers mean nothing
+    # a smoke test of the whole pipeline in 4-5 minutes on 2 CPU cores (the test suite's); its numbers mean nothing
     "smoke": Budget(steps=12, ema=0.9, n_eval=8, top_k=1, trace_hvps=4, points=3, perturb_k=2,
                     n_samples=4, sample_steps=4),
     "fast": Budget(steps=600, ema=0.999, n_eval=32, top_k=2, trace_hvps=24, points=9, perturb_k=4,
