@@ -50,5 +50,5 @@ def select_names(
     kept = [n for n in names if include is None or matches_any(include, n)]
     kept = [n for n in kept if not matches_any(exclude or (), n)]
     if not kept:
-        raise UsageError("--include/--exclude: no parameter left to analyse")
+        raise UsageError("include/--exclude: no parameter left to analyse")
     return kept

@@ -26,14 +26,14 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 def check_precision(precision: str, device: torch.device | str | None = None) -> None:
     """A usage error naming ``--precision`` for an unknown value or one the device cannot autocast to."""
     if precision not in PRECISIONS:
-        raise UsageError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
+        raise UsageError(f"precision {precision}: expected one of {', '.join(PRECISIONS)}")
     if precision == "fp32":
         return
     dev = torch.device(device) if device is not None else torch.device("cpu")
     if dev.type not in ("cuda", "cpu"):
-        raise UsageError(f"--precision {precision}: autocast is only used on cuda and cpu devices, not {dev.type}")
+        raise UsageError(f"precision {precision}: autocast is only used on cuda and cpu devices, not {dev.type}")
     if dev.type == "cpu" and not torch.amp.is_autocast_available("cpu"):  # pragma: no cover - old builds
-        raise UsageError(f"--precision {precision}: this torch build has no CPU autocast")
+        raise UsageError(f"precision {precision}: this torch build has no CPU autocast")
 
 
 @contextlib.contextmanager

@@ -36,13 +36,13 @@ def _read_flags(adm_flags: dict | str | os.PathLike | None) -> dict | None:
         return adm_flags
     p = Path(adm_flags)
     if not p.is_file():
-        raise UsageError(f"--adm-flags {adm_flags}: no such file")
+        raise UsageError(f"adm_flags {adm_flags}: no such file")
     try:
         flags = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"--adm-flags {adm_flags}: not valid JSON ({e})") from None
+        raise UsageError(f"adm_flags {adm_flags}: not valid JSON ({e})") from None
     if not isinstance(flags, dict):
-        raise UsageError(f"--adm-flags {adm_flags}: expected a JSON object of ADM flags")
+        raise UsageError(f"adm_flags {adm_flags}: expected a JSON object of ADM flags")
     if "flags" in flags and isinstance(flags["flags"], dict):  # the fixtures' layout {"flags": {...}}
         flags = flags["flags"]
     return flags
@@ -100,7 +100,7 @@ def _adm_run_config(
     dflags = dict(flags)
     dflags.setdefault("learn_sigma", mcfg.learn_sigma)
     if bool(dflags["learn_sigma"]) != mcfg.learn_sigma:
-        raise UsageError("--adm-flags learn_sigma: contradicts the state dict's output channels")
+        raise UsageError("adm_flags learn_sigma: contradicts the state dict's output channels")
     dcfg = diffusion_config_from_adm_flags(dflags)
     for flag, default in (("diffusion_steps", dcfg.diffusion_steps), ("noise_schedule", dcfg.noise_schedule)):
         if flag not in flags:
@@ -134,7 +134,7 @@ def load(
 
         if is_diffusers_dir(p):  # config.json + diffusion_pytorch_model.*, or a pipeline holding unet/
             if adm_flags is not None:
-                raise UsageError(f"--adm-flags: {path} is a diffusers directory, which carries its own configuration")
+                raise UsageError(f"adm_flags: {path} is a diffusers directory, which carries its own configuration")
             return load_diffusers(p, weights=weights, trust=trust, device=device)
     p = _checkpoint_file(p, path)
     obj = read_pt(p, trust=trust)
@@ -142,7 +142,7 @@ def load(
 
     if is_flatkit_checkpoint(obj):
         if adm_flags is not None:
-            raise UsageError(f"--adm-flags: {spath} is a flatkit checkpoint, which carries its own configuration")
+            raise UsageError(f"adm_flags: {spath} is a flatkit checkpoint, which carries its own configuration")
         rc = _flatkit_run_config(obj, spath)
         name, sd = select_weights(obj, weights, spath)
         available, step, assumed = weight_names(obj), obj.get("step"), []
@@ -150,7 +150,7 @@ def load(
         sd = _unwrap_state_dict(obj, spath)
         if weights not in ("raw",):
             raise UsageError(
-                f"--weights {weights}: {spath} is a plain state dict holding one set of weights; "
+                f"weights {weights}: {spath} is a plain state dict holding one set of weights; "
                 "ADM writes EMA weights to their own file (ema_<rate>_<step>.pt): load that file with --weights raw"
             )
         sd = strip_prefixes(sd)

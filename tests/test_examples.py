@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from flatkit.analyses.hessian import HessianResult
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,9 +19,9 @@ def test_quickstart_runs_end_to_end(tmp_path):
     r = subprocess.run(["bash", str(REPO / "examples" / "quickstart.sh"), str(out), "12", "8"],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    h = json.loads((out / "hessian" / "hessian.json").read_text())
-    assert len(h["top_eigenvalues"]["eigenvalues"]) == 3
-    assert h["compare"][0]["checkpoint"].endswith("sam/ckpt.pt")
+    h = HessianResult.load(out / "hessian")
+    assert len(h.eigenvalues[0]) == 3
+    assert h.meta["checkpoints"][1]["checkpoint"].endswith("sam/ckpt.pt")
     assert (out / "landscape" / "landscape.png").is_file() and (out / "landscape" / "landscape.html").is_file()
     assert "lambda_max" in r.stdout
     # a rerun resumes: both trainings are recognised as finished

@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flatkit.analyses.hessian import HessianResult
+from flatkit.analyses.landscape import LandscapeResult
+
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", FLATKIT_THREADS="1",
            PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
@@ -43,17 +46,16 @@ def test_analyse_adm_checkpoint(tmp_path):
     assert json.loads((out / "adm" / "flags.json").read_text())["learn_sigma"] is True
     # flatkit info rebuilt the architecture from the flags and the shapes
     assert "ADM UNet 16x16x3, 32 channels, mult 1,2" in r.stdout and "learned sigma True" in r.stdout
-    h = json.loads((out / "hessian" / "hessian.json").read_text())
-    obj = h["meta"]["config"]["objective"]
+    h = HessianResult.load(out / "hessian")
+    obj = h.meta["objective"]
     assert obj["loss_resolved"] == "hybrid" and obj["n"] == 8 and obj["data"] == "builtin:shapes16"
-    ev = h["top_eigenvalues"]["eigenvalues"]
+    ev = h.eigenvalues[0]
     assert len(ev) == 2 and finite(ev) and ev[0] >= ev[1]
-    assert finite([h["trace"]["estimate"]])
-    land = json.loads((out / "landscape" / "landscape.json").read_text())
-    values = np.load(out / "landscape" / "landscape.npz")["values"]
-    assert values.shape[-2:] == (3, 3) and np.isfinite(values).all()
+    assert finite(h.trace)
+    land = LandscapeResult.load(out / "landscape")
+    assert land.values.shape[-2:] == (3, 3) and np.isfinite(land.values).all()
     # the same frozen bank (n-eval, seed, data) in both commands: the landscape's centre is the Hessian's loss
-    assert abs(land["loss_centre"][0] - h["loss"]) <= 1e-5 * abs(h["loss"])
+    assert abs(land.loss_centre[0] - h.loss[0]) <= 1e-5 * abs(h.loss[0])
     assert (out / "landscape" / "landscape.png").is_file() and (out / "landscape" / "landscape.html").is_file()
     assert "lambda_1..k" in r.stdout and "(hybrid, bank of 8" in r.stdout
 
@@ -63,21 +65,20 @@ def test_compare_raw_ema_swa(tmp_path):
     r = run_example("compare_raw_ema_swa.sh", {"OUT": str(out), "STEPS": "8", "NEVAL": "8", "TOPK": "1",
                                                "TRACE_HVPS": "10", "POINTS": "3", "K": "2",
                                                "TRAIN_ARGS": "--samples 0 --quiet --log-every 4"})
-    h = json.loads((out / "hessian" / "hessian.json").read_text())
-    rows = [h, *h["compare"]]
-    assert [e["weights"] for e in rows] == ["raw", "ema_0.999", "swa"]
-    assert len({e["checkpoint_sha256"] for e in rows}) == 1  # one checkpoint, three weight sets
-    assert len({e["loss"] for e in rows}) == 3  # ... that differ
-    for e in rows:
-        assert finite([e["loss"], *e["top_eigenvalues"]["eigenvalues"], e["trace"]["estimate"]])
-    land = json.loads((out / "landscape" / "landscape.json").read_text())
-    assert land["labels"] == ["raw", "EMA", "SWA"]
-    assert [c["weights"] for c in land["meta"]["compare"]] == ["ema_0.999", "swa"]
-    values = np.load(out / "landscape" / "landscape.npz")["values"]
-    assert values.shape == (3, 3, 3) and np.isfinite(values).all()
+    h = HessianResult.load(out / "hessian")
+    ck = h.meta["checkpoints"]
+    assert [c["weights"] for c in ck] == ["raw", "ema_0.999", "swa"]
+    assert len({c["checkpoint_sha256"] for c in ck}) == 1  # one checkpoint, three weight sets
+    assert len(set(h.loss)) == 3  # ... that differ
+    for m in range(3):
+        assert finite([h.loss[m], *h.eigenvalues[m], h.trace[m]])
+    land = LandscapeResult.load(out / "landscape")
+    assert land.labels == ["raw", "EMA", "SWA"]
+    assert [c["weights"] for c in land.meta["checkpoints"][1:]] == ["ema_0.999", "swa"]
+    assert land.values.shape == (3, 3, 3) and np.isfinite(land.values).all()
     # the slice's centre is each weight set's loss on the same bank as the Hessian's
-    for e, c in zip(rows, land["loss_centre"], strict=True):
-        assert abs(c - e["loss"]) <= 1e-5 * abs(e["loss"])
+    for loss, c in zip(h.loss, land.loss_centre, strict=True):
+        assert abs(c - loss) <= 1e-5 * abs(loss)
     figs = json.loads((out / "figures" / "figures.json").read_text())
     assert [x["label"] for x in figs["runs"]] == ["ADM", "+EMA", "+SWA"]
     for f in ("landscape/landscape.png", "landscape/landscape.html", "figures/perturb.png", "figures/tables.md"):
@@ -138,5 +139,5 @@ def test_paper_cifar10_script_on_the_tiny_preset(tmp_path):
         fid = json.loads((res / f"t{t}" / "fid.json").read_text())
         assert fid["fid"] is not None and math.isfinite(fid["fid"]) and fid["n_samples"] == 8
         s = json.loads((res / f"t{t}" / "sample.json").read_text())
-        assert s["sampler"]["steps"] == t and s["sampler"]["sampler"] == "ddpm"
+        assert s["sampler"]["sampling_steps"] == t and s["sampler"]["sampler"] == "ddpm"
     assert "Sample quality" in r.stdout  # the script ends by printing the tables

@@ -75,7 +75,7 @@ def test_missing_image_size_fails_clearly(adm_case):
 
 def test_ema_of_plain_state_dict_is_refused(adm_case):
     _, flags, path = adm_case
-    with pytest.raises(UsageError, match="--weights ema"):
+    with pytest.raises(UsageError, match="weights ema"):
         flatkit.load(path, weights="ema", adm_flags=flags)
 
 
@@ -105,7 +105,7 @@ def test_flatkit_checkpoint_weights_choice(tmp_path):
     assert run.step == 12 and run.weights == "swa" and run.config.data == "builtin:shapes16"
     assert run.available_weights == ["raw", "ema_0.999", "swa"]
     assert not run.model.training
-    with pytest.raises(UsageError, match="--adm-flags"):
+    with pytest.raises(UsageError, match="adm_flags"):
         flatkit.load(p, adm_flags={"image_size": 16})
 
 

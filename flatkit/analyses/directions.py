@@ -210,7 +210,7 @@ def pca_directions(trajectory: Sequence[ParamDict], k: int = 2,
     matrix [θ_i − θ_centre] (centre: the last point), the explained-variance ratios, and the trajectory's
     coordinates (projections) in those directions, shape (len(trajectory), k)."""
     if len(trajectory) < k + 1:
-        raise UsageError(f"--trajectory: need at least {k + 1} checkpoints for {k} PCA directions, "
+        raise UsageError(f"trajectory: need at least {k + 1} checkpoints for {k} PCA directions, "
                          f"got {len(trajectory)}")
     centre = trajectory[-1] if centre is None else centre
     for t in trajectory:

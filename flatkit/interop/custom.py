@@ -289,7 +289,7 @@ def load_custom(
         dcfg: DiffusionConfig = diffusion_config_from_adm_flags(
             {"diffusion_steps": diffusion_steps, "noise_schedule": noise_schedule})
     except UsageError as e:
-        raise UsageError(f"--diffusion-steps/--noise-schedule: {e}") from None
+        raise UsageError(f"diffusion_steps/--noise-schedule: {e}") from None
     rc = RunConfig(model=mcfg, diffusion=dcfg, data=None, source="custom")
     return Run(model=model, diffusion=create_diffusion(dcfg), config=rc, weights=wname, path=str(spec),
                sha256=sha, available_weights=[wname])
@@ -299,9 +299,9 @@ def task_objective(run: TaskRun, data: Any = None, loss: str = "auto", t_bins: A
                    include: Any = None, exclude: Any = None, **_ignored: Any) -> Any:
     """The objective of a Task run, refusing the diffusion-only options by name."""
     if data is not None:
-        raise UsageError("--data: a Task brings its own batches (drop --data, or return an nn.Module denoiser)")
+        raise UsageError("data: a Task brings its own batches (drop --data, or return an nn.Module denoiser)")
     if loss not in (None, "auto"):
-        raise UsageError(f"--loss {loss}: a Task defines its own loss")
+        raise UsageError(f"loss {loss}: a Task defines its own loss")
     if t_bins is not None:
-        raise UsageError("--per-timestep: only a diffusion model has timesteps")
+        raise UsageError("per_timestep: only a diffusion model has timesteps")
     return run.task.objective(include=include, exclude=exclude)

@@ -295,7 +295,7 @@ def _weights_files(unet_dir: Path, weights: str) -> list[Path]:
         extra = f" (variants here: {', '.join(variants)}; pick one with --weights VARIANT)" if variants else ""
         raise UsageError(f"{unet_dir}: no {WEIGHTS_NAME}.safetensors or .bin{extra}")
     have = f"variants here: {', '.join(variants)}" if variants else "no variants here"
-    raise UsageError(f"--weights {weights}: {unet_dir} has no {stem}.safetensors or .bin (a diffusers directory "
+    raise UsageError(f"weights {weights}: {unet_dir} has no {stem}.safetensors or .bin (a diffusers directory "
                      f"holds one set of weights; --weights names a variant, {have})")
 
 

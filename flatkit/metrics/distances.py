@@ -53,7 +53,7 @@ def wasserstein2_1d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def random_directions(d: int, n_projections: int, generator: torch.Generator) -> np.ndarray:
     """L directions uniform on the unit sphere S^{d−1} (normalised Gaussians), float64 (L, d)."""
     if n_projections < 1:
-        raise UsageError(f"--projections: must be at least 1, got {n_projections}")
+        raise UsageError(f"projections: must be at least 1, got {n_projections}")
     th = torch.randn(n_projections, d, generator=generator, dtype=torch.float64).numpy()
     return th / np.linalg.norm(th, axis=1, keepdims=True)
 

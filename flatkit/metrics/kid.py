@@ -47,7 +47,7 @@ def kernel_inception_distance(
     is ``min(subset_size, len(x), len(y))``.
     """
     if n_subsets < 1:
-        raise UsageError(f"--kid-subsets: must be at least 1, got {n_subsets}")
+        raise UsageError(f"kid_subsets: must be at least 1, got {n_subsets}")
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:

@@ -146,6 +146,6 @@ def preset_names() -> list[str]:
 def get_preset(name: str) -> tuple[ModelConfig, DiffusionConfig]:
     """Copies of the (model, diffusion) configs of preset ``name``; unknown names raise UsageError."""
     if name not in PRESETS:
-        raise UsageError(f"--preset: unknown preset {name!r} (known: {', '.join(preset_names())})")
+        raise UsageError(f"preset: unknown preset {name!r} (known: {', '.join(preset_names())})")
     model_cfg, diffusion_cfg = PRESETS[name]
     return ModelConfig(**vars(model_cfg)), DiffusionConfig(**vars(diffusion_cfg))

@@ -106,7 +106,7 @@ def _positive(name: str, value, allow_zero: bool = False) -> None:
         or (isinstance(value, float) and not math.isfinite(value))
     ):
         rel = ">= 0" if allow_zero else "> 0"
-        raise UsageError(f"--{name}: must be {rel}, got {value}")
+        raise UsageError(f"{name}: must be {rel}, got {value}")
 
 
 def validate_config(cfg: TrainConfig) -> TrainConfig:
@@ -140,40 +140,40 @@ def _with_preset_defaults(cfg: TrainConfig) -> TrainConfig:
 def _check_numbers(cfg: TrainConfig) -> None:
     """The numeric fields: signs, ranges, EMA rates, the SWA start."""
     for name in ("steps", "batch_size", "save_every", "log_every", "swa_every", "sample_steps"):
-        _positive(name.replace("_", "-"), getattr(cfg, name))
+        _positive(name, getattr(cfg, name))
     for name in ("lr",):
         _positive(name, getattr(cfg, name))
     for name in ("weight_decay", "warmup", "grad_clip", "sam_rho", "ip_gamma", "rho_warmup", "sample_count"):
-        _positive(name.replace("_", "-"), getattr(cfg, name), allow_zero=True)
-    _positive("sam-eta", cfg.sam_eta)
+        _positive(name, getattr(cfg, name), allow_zero=True)
+    _positive("sam_eta", cfg.sam_eta)
     if cfg.threads is not None:
         _positive("threads", cfg.threads)
     if cfg.dropout is not None and not 0.0 <= cfg.dropout < 1.0:
-        raise UsageError(f"--dropout: must lie in [0, 1), got {cfg.dropout}")
+        raise UsageError(f"dropout: must lie in [0, 1), got {cfg.dropout}")
     for r in cfg.ema:
         if not 0.0 < r < 1.0:
-            raise UsageError(f"--ema: rates must lie in (0, 1), got {r:g}")
+            raise UsageError(f"ema: rates must lie in (0, 1), got {r:g}")
     if len(set(cfg.ema)) != len(cfg.ema):
-        raise UsageError(f"--ema: a rate is given twice ({', '.join(f'{r:g}' for r in cfg.ema)})")
+        raise UsageError(f"ema: a rate is given twice ({', '.join(f'{r:g}' for r in cfg.ema)})")
     if cfg.swa_start is not None and cfg.swa_start < 1:
-        raise UsageError(f"--swa-start: must be >= 1, got {cfg.swa_start}")
+        raise UsageError(f"swa_start: must be >= 1, got {cfg.swa_start}")
 
 
 def _check_choices(cfg: TrainConfig) -> None:
     """The named choices (AMP mode, rho schedule, timestep sampler) and the SAM options that need a radius."""
     if cfg.amp not in AMP_MODES:
-        raise UsageError(f"--amp: unknown mode {cfg.amp!r} (choose from {', '.join(AMP_MODES)})")
+        raise UsageError(f"amp: unknown mode {cfg.amp!r} (choose from {', '.join(AMP_MODES)})")
     if cfg.rho_schedule not in RHO_SCHEDULES:
         raise UsageError(
-            f"--rho-schedule: unknown {cfg.rho_schedule!r} (choose from {', '.join(RHO_SCHEDULES)})"
+            f"rho_schedule: unknown {cfg.rho_schedule!r} (choose from {', '.join(RHO_SCHEDULES)})"
         )
     if cfg.timestep_sampler not in TIMESTEP_SAMPLERS:
         raise UsageError(
-            f"--timestep-sampler: unknown {cfg.timestep_sampler!r} "
+            f"timestep_sampler: unknown {cfg.timestep_sampler!r} "
             f"(choose from {', '.join(TIMESTEP_SAMPLERS)})"
         )
     if (cfg.sam_adaptive or cfg.rho_schedule != "constant") and cfg.sam_rho == 0:
-        raise UsageError("--sam-adaptive / --rho-schedule: need --sam-rho > 0")
+        raise UsageError("sam_adaptive / --rho-schedule: need --sam-rho > 0")
 
 
 def _with_normalised_data(cfg: TrainConfig) -> TrainConfig:
@@ -192,13 +192,13 @@ def resolve_device(name: str) -> torch.device:
     try:
         dev = torch.device(name)
     except (RuntimeError, ValueError):
-        raise UsageError(f"--device: unknown device {name!r}") from None
+        raise UsageError(f"device: unknown device {name!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available on this machine")
+        raise UsageError(f"device {name}: CUDA is not available on this machine")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+        raise UsageError(f"device {name}: only {torch.cuda.device_count()} CUDA device(s)")
     if dev.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device {name}: only cpu and cuda are supported")
+        raise UsageError(f"device {name}: only cpu and cuda are supported")
     return dev
 
 
@@ -215,18 +215,18 @@ def resolve_model(
     if kind == "points":
         if model_cfg.arch != "mlp":
             raise UsageError(
-                f"--preset {preset}: an image model, but {cfg.data} holds 2-D points (use --preset mlp)"
+                f"preset {preset}: an image model, but {cfg.data} holds 2-D points (use --preset mlp)"
             )
         model_cfg.data_dim = int(sample_shape[0])
     else:
         if model_cfg.arch == "mlp":
             raise UsageError(
-                f"--preset {preset}: a 2-D point model, but {cfg.data} holds images "
+                f"preset {preset}: a 2-D point model, but {cfg.data} holds images "
                 f"{'x'.join(map(str, sample_shape))} (use --preset tiny or an image preset)"
             )
         c, h, w = sample_shape
         if h != w:
-            raise UsageError(f"--data {cfg.data}: images must be square, got {h}x{w}")
+            raise UsageError(f"data {cfg.data}: images must be square, got {h}x{w}")
         model_cfg.in_channels = int(c)
         model_cfg.image_size = int(h)
     if cfg.dropout is not None:
@@ -281,16 +281,16 @@ class DataOrder:
 # ----------------------------------------------------------------------------------------------- the run
 def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
     if resume and overwrite:
-        raise UsageError("--resume / --overwrite: choose one")
+        raise UsageError("resume / --overwrite: choose one")
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a folder")
+        raise UsageError(f"out {out}: exists and is not a folder")
     present = [f for f in RUN_FILES if (out / f).exists()]
     if resume:
         if not (out / "ckpt.pt").is_file():
-            raise UsageError(f"--resume: {out} holds no checkpoint (ckpt.pt) to resume from")
+            raise UsageError(f"resume: {out} holds no checkpoint (ckpt.pt) to resume from")
     elif present and not overwrite:
         raise UsageError(
-            f"--out {out}: already holds a run ({', '.join(present)}); pass --resume to continue "
+            f"out {out}: already holds a run ({', '.join(present)}); pass --resume to continue "
             "it or --overwrite to replace it"
         )
 
@@ -387,12 +387,12 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
     shard = dist.TrainSharding(cfg.batch_size, cfg.sam_sync)
     main = dist.is_main()
     if cfg.amp == "fp16" and device.type != "cuda":
-        raise UsageError("--amp fp16: needs a CUDA device (use bf16 on the CPU)")
+        raise UsageError("amp fp16: needs a CUDA device (use bf16 on the CPU)")
 
     dataset = load_dataset(cfg.data)
     if len(dataset) < cfg.batch_size:
         raise UsageError(
-            f"--batch-size {cfg.batch_size}: larger than the dataset {cfg.data} ({len(dataset)} samples)"
+            f"batch_size {cfg.batch_size}: larger than the dataset {cfg.data} ({len(dataset)} samples)"
         )
     preset, model_cfg, diffusion_cfg = resolve_model(cfg, dataset.kind, tuple(dataset.sample_shape))
     diffusion = create_diffusion(diffusion_cfg)
@@ -423,17 +423,17 @@ def _resume_checkpoint(out: Path, cfg: TrainConfig) -> dict:
     or it is past ``cfg.steps``."""
     ckpt = read_pt(out / "ckpt.pt")
     if not is_flatkit_checkpoint(ckpt) or "config" not in ckpt.get("train", {}):
-        raise UsageError(f"--resume: {out / 'ckpt.pt'} is not a flatkit training checkpoint")
+        raise UsageError(f"resume: {out / 'ckpt.pt'} is not a flatkit training checkpoint")
     old = ckpt["train"]["config"]
     diff = changed_fields(old, dataclasses.asdict(cfg))
     if diff:
         raise UsageError(
-            f"--resume: the configuration differs from the run in {out} ({'; '.join(diff)}); "
+            f"resume: the configuration differs from the run in {out} ({'; '.join(diff)}); "
             "only --steps, --save-every, --log-every, --keep-checkpoints, --device, --threads "
             "and the sample options may change"
         )
     if int(ckpt["step"]) > cfg.steps:
-        raise UsageError(f"--steps {cfg.steps}: the run in {out} is already at step {ckpt['step']}")
+        raise UsageError(f"steps {cfg.steps}: the run in {out} is already at step {ckpt['step']}")
     return ckpt
 
 

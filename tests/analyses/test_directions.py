@@ -112,7 +112,7 @@ def test_pca_of_a_trajectory_recovers_its_plane():
     M = torch.stack([t["w"] - traj[-1]["w"] for t in traj])
     recon = torch.tensor(coords) @ torch.stack([d["w"] for d in dirs])
     torch.testing.assert_close(recon, M)
-    with pytest.raises(UsageError, match="--trajectory"):
+    with pytest.raises(UsageError, match="trajectory"):
         pca_directions(traj[:2], k=2)
 
 

@@ -32,9 +32,9 @@ def _invoke(*args):
 def test_parse_ema():
     assert parse_ema(("0.9,0.99", "0.5")) == [0.9, 0.99, 0.5]
     assert parse_ema(("none",)) == []
-    with pytest.raises(UsageError, match="--ema"):
+    with pytest.raises(UsageError, match="ema"):
         parse_ema(("1.0",))
-    with pytest.raises(UsageError, match="--ema"):
+    with pytest.raises(UsageError, match="ema"):
         parse_ema(("abc",))
 
 

@@ -119,7 +119,7 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path):
     with pytest.raises(UsageError, match="already holds a run"):
         train(POINTS, out, progress=False)
     assert (out / "ckpt.pt").read_bytes() == before
-    with pytest.raises(UsageError, match="--resume"):
+    with pytest.raises(UsageError, match="resume"):
         train(POINTS, tmp_path / "empty", resume=True, progress=False)
     train(dataclasses.replace(POINTS, steps=1, log_every=1), out, overwrite=True, progress=False)
     assert read_pt(out / "ckpt.pt")["step"] == 1
@@ -129,15 +129,15 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path):
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        (dict(preset="nope"), "--preset"),
-        (dict(steps=0), "--steps"),
-        (dict(ema=[1.0]), "--ema"),
-        (dict(ema=[0.0]), "--ema"),
-        (dict(sam_rho=-0.1), "--sam-rho"),
-        (dict(batch_size=1000), "--batch-size"),
-        (dict(preset="tiny"), "--preset tiny"),  # image model on points
-        (dict(lr=0.0), "--lr"),
-        (dict(swa_start=0), "--swa-start"),
+        (dict(preset="nope"), "preset"),
+        (dict(steps=0), "steps"),
+        (dict(ema=[1.0]), "ema"),
+        (dict(ema=[0.0]), "ema"),
+        (dict(sam_rho=-0.1), "sam_rho"),
+        (dict(batch_size=1000), "batch_size"),
+        (dict(preset="tiny"), "preset tiny"),  # image model on points
+        (dict(lr=0.0), "lr"),
+        (dict(swa_start=0), "swa_start"),
     ],
 )
 def test_bad_input_is_refused_before_writing(tmp_path, change, match):

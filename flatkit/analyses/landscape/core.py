@@ -127,12 +127,12 @@ def _resolve_directions(objs: Sequence[Any], dims: int, directions: Any, norm: s
         return "eigen", per, eig, [], list(objs)
     if directions == "interp":
         if len(objs) < 2:
-            raise UsageError("--directions interp: needs a second checkpoint (--compare CKPT2 [CKPT3])")
+            raise UsageError("directions interp: needs a second checkpoint (--compare CKPT2 [CKPT3])")
         if len(objs) > 3:
-            raise UsageError("--directions interp: takes two checkpoints (a line) or three (a plane)")
+            raise UsageError("directions interp: takes two checkpoints (a line) or three (a plane)")
         if len(objs) == 3:
             if dims != 2:
-                raise UsageError("--dims: the plane through three checkpoints needs --dims 2")
+                raise UsageError("dims: the plane through three checkpoints needs --dims 2")
             plane = plane_directions(*thetas)
         else:
             plane = interpolation_direction(thetas[0], thetas[1])
@@ -148,7 +148,7 @@ def _resolve_directions(objs: Sequence[Any], dims: int, directions: Any, norm: s
     else:
         dirs, marks = list(directions), []
     if len(dirs) != dims:
-        raise UsageError(f"--directions: {len(dirs)} direction(s) given for --dims {dims}")
+        raise UsageError(f"directions: {len(dirs)} direction(s) given for --dims {dims}")
     for d in dirs:
         from flatkit.analyses.directions import check_compatible
 
@@ -284,14 +284,14 @@ def _hash_config(s: LandscapeSettings, lo: float, hi: float, kind: str, bp: int,
 def _read_previous(outdir: Path | None, chash: str) -> tuple | None:
     """(values, done, mode, timing) of the interrupted run in ``outdir`` (rank 0 reads; None: nothing there)."""
     if outdir is None:
-        raise UsageError("--resume: needs the folder of the interrupted run (--out DIR)")
+        raise UsageError("resume: needs the folder of the interrupted run (--out DIR)")
 
     def read_prev() -> tuple | None:
         if not (outdir / "landscape.json").is_file():
             return None
         prev = LandscapeResult.load(outdir)
         if prev.config_hash != chash:
-            raise UsageError(f"--resume {outdir}: the configuration differs from the saved run's "
+            raise UsageError(f"resume {outdir}: the configuration differs from the saved run's "
                              f"(hash {chash} vs {prev.config_hash}); use a new --out")
         return prev.values.copy(), prev.done.copy(), prev.mode, dict(prev.timing)
 

@@ -164,7 +164,7 @@ def losses_vmap(obj, theta: ParamDict, dirs: Sequence[ParamDict], coeffs: np.nda
         if precision == "fp32":
             raise
         # e.g. CPU autocast does not reach every batched kernel: the layer gets bf16 inputs and an fp32 bias
-        raise FlatkitError(f"--mode vmap: the vmapped forward fails under --precision {precision} on "
+        raise FlatkitError(f"mode vmap: the vmapped forward fails under --precision {precision} on "
                            f"{device.type} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); use "
                            "--mode sequential or auto") from None
 
@@ -248,7 +248,7 @@ def _sync(theta: ParamDict) -> None:
 
 def check_mode(mode: str) -> None:
     if mode not in MODES:
-        raise UsageError(f"--mode: {mode!r} is not one of {', '.join(MODES)}")
+        raise UsageError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
 
 
 def loss_and_gradient(obj, params: ParamDict) -> tuple[float, ParamDict]:

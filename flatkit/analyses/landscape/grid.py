@@ -43,7 +43,7 @@ def axis(lo: float, hi: float, points: int, option: str = "--points",
     if not isinstance(points, int | np.integer) or points < 2:
         raise UsageError(f"{option} {points}: need at least 2 grid points per axis")
     if lo >= hi:
-        raise UsageError(f"--span {lo},{hi}: need MIN < MAX")
+        raise UsageError(f"span {lo},{hi}: need MIN < MAX")
     if lo == -hi:
         if points % 2 == 0:
             raise UsageError(f"{option} {points}: a symmetric grid needs an odd number of points "

@@ -116,9 +116,9 @@ def test_resume_equals_uninterrupted(tmp_path, mode):
 def test_resume_refuses_a_changed_configuration(tmp_path):
     obj = quadratic(spd(9), SHAPES)
     landscape(obj, dims=1, points=5, span=1.0, out=tmp_path, mode="sequential")
-    with pytest.raises(UsageError, match="--resume"):
+    with pytest.raises(UsageError, match="resume"):
         landscape(obj, dims=1, points=7, span=1.0, out=tmp_path, resume=True, mode="sequential")
-    with pytest.raises(UsageError, match="--resume"):
+    with pytest.raises(UsageError, match="resume"):
         landscape(obj, dims=1, points=5, span=1.0, out=tmp_path, resume=True, seed=9, mode="sequential")
 
 
