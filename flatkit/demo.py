@@ -295,6 +295,8 @@ def _demo_config(budget: str) -> dict:
 
 def _check_out(out: Path, cfg: dict) -> None:
     """Refuse a folder that holds something else, or a demo of another configuration."""
+    from flatkit.outputs import LOCK_NAME
+
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
     marker = out / "demo.json"
@@ -303,7 +305,7 @@ def _check_out(out: Path, cfg: dict) -> None:
         if prev.get("budget") != cfg["budget"] or prev.get("sizes") != cfg["sizes"]:
             raise UsageError(f"--out {out}: holds a demo with --budget {prev.get('budget')} (other sizes); "
                              "use another --out")
-    elif out.is_dir() and any(out.iterdir()):
+    elif out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()):  # our own lock is not "other files"
         raise UsageError(f"--out {out}: exists and holds other files (not a flatkit demo); use another --out")
 
 
