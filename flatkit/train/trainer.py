@@ -295,6 +295,24 @@ def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
+def _check_foreign_files(out: Path, resume: bool, overwrite: bool) -> None:
+    """A new run refuses a folder holding files it did not write (checked once the configuration is valid)."""
+    if resume or overwrite or not out.is_dir():
+        return
+    from flatkit.outputs import LOCK_NAME
+
+    other = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME and not _is_run_file(p.name))
+    if other:
+        raise UsageError(f"out {out}: holds other files ({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}"
+                         "); a training run needs its own folder (or pass --overwrite to write beside them)")
+
+
+def _is_run_file(name: str) -> bool:
+    """A file flatkit train writes (checkpoints, its json, metrics, sample grids, temp files)."""
+    return (name in RUN_FILES or name.endswith(".tmp") or (name.startswith("ckpt") and name.endswith(".pt"))
+            or (name.startswith(("samples", ".ckpt", ".train", ".metrics")) and "." in name))
+
+
 def _remove_orphans(out: Path) -> None:
     """Temp files a kill between writing and renaming left behind (``.ckpt.pt.*.tmp``, ``metrics.jsonl.tmp``):
     the renamed files before them are complete, so they are only removed."""
@@ -397,6 +415,7 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
     preset, model_cfg, diffusion_cfg = resolve_model(cfg, dataset.kind, tuple(dataset.sample_shape))
     diffusion = create_diffusion(diffusion_cfg)
     run_config = RunConfig(model=model_cfg, diffusion=diffusion_cfg, data=cfg.data, source="flatkit")
+    _check_foreign_files(out, resume, overwrite)
     tr = _new_training(cfg, out, main, preset, run_config, int(diffusion.num_timesteps), len(dataset), device)
 
     dist.barrier()  # every rank has checked --out and read the checkpoint before rank 0 writes

@@ -105,3 +105,12 @@ def test_existing_run_is_not_overwritten(tmp_path):
     assert r.exit_code == 0 and read_pt(out / "ckpt.pt")["step"] == 2
     r = _invoke("--resume", "--steps", "3")
     assert r.exit_code == 2 and "--out" in r.output
+
+
+def test_a_folder_holding_other_files_is_refused_and_left_intact(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes")
+    r = _invoke(*POINTS, "--out", str(out), "--steps", "2")
+    assert r.exit_code == 2 and "--out" in r.output and "notes.txt" in r.output, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "my notes"
