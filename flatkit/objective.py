@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import fnmatch
 import hashlib
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -44,6 +42,7 @@ from torch import Tensor
 
 from flatkit.errors import FlatkitError, UsageError
 from flatkit.memory import retry_micro_batches
+from flatkit.patterns import select_names
 
 ParamDict = dict[str, Tensor]
 
@@ -82,42 +81,6 @@ class ObjectiveConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# name patterns
-
-
-def _matches(pattern: str, name: str) -> bool:
-    """A name matches a pattern as a glob (whole name, ``fnmatch``) or as a regular expression
-    (``re.search``)."""
-    if fnmatch.fnmatchcase(name, pattern):
-        return True
-    try:
-        return re.search(pattern, name) is not None
-    except re.error:
-        return False
-
-
-def select_names(
-    names: Sequence[str], include: Sequence[str] | str | None, exclude: Sequence[str] | str | None
-) -> list[str]:
-    """The names kept by ``include`` patterns (all when None) minus those hit by ``exclude`` patterns.
-
-    A pattern that matches no name at all is an error naming it (a typo would otherwise silently analyse
-    every parameter, or none).
-    """
-    include = [include] if isinstance(include, str) else include
-    exclude = [exclude] if isinstance(exclude, str) else exclude
-    for option, pats in (("--include", include), ("--exclude", exclude)):
-        for p in pats or ():
-            if not any(_matches(p, n) for n in names):
-                raise UsageError(f"{option}: pattern {p!r} matches no parameter")
-    kept = [n for n in names if include is None or any(_matches(p, n) for p in include)]
-    kept = [n for n in kept if not any(_matches(p, n) for p in (exclude or ()))]
-    if not kept:
-        raise UsageError("--include/--exclude: no parameter left to analyse")
-    return kept
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -19,10 +19,13 @@ rank 0 holds the lock. Kept free of torch so the checks run before anything heav
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
 import json
 import os
 import socket
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -319,3 +322,21 @@ def clear_owned(state: OutState, name: str, prefixes: tuple[str, ...] = ()) -> N
         p = state.path / n
         if p.is_file():
             p.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary file beside ``path`` (with the umask's mode) to write; renamed onto ``path`` when the block
+    ends normally, removed when it raises: a reader never sees half a file, a kill leaves only a ``.*.tmp``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    fix_mode(fd)  # the umask's mode (0644 under 022), not mkstemp's 0600
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

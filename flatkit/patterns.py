@@ -45,10 +45,10 @@ def select_names(
     """
     include = [include] if isinstance(include, str) else include
     exclude = [exclude] if isinstance(exclude, str) else exclude
-    for option, pats in (("--include", include), ("--exclude", exclude)):
+    for option, pats in (("include", include), ("exclude", exclude)):
         check_patterns(option, pats or (), names, "parameter")
     kept = [n for n in names if include is None or matches_any(include, n)]
     kept = [n for n in kept if not matches_any(exclude or (), n)]
     if not kept:
-        raise UsageError("include/--exclude: no parameter left to analyse")
+        raise UsageError("include: no parameter left to analyse (with exclude)")
     return kept

@@ -19,7 +19,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import typing
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import torch
 
 from flatkit import __version__, context
 from flatkit.errors import UsageError
-from flatkit.outputs import fix_mode
+from flatkit.outputs import atomic_path
 
 
 def jsonable(x: Any) -> Any:
@@ -57,33 +56,13 @@ def jsonable(x: Any) -> Any:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    fix_mode(fd)  # the umask's mode (0644 under 022), not mkstemp's 0600
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def atomic_savez(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.npz", dir=path.parent)
-    fix_mode(fd)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".tmp.npz") as tmp:
         np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -111,7 +111,7 @@ def test_include_exclude_patterns(run):
 def test_pattern_matching_nothing_raises(run):
     with pytest.raises(UsageError, match="'nothing_here' matches no parameter"):
         Objective(run, data=_Images(), n=8, include=["nothing_here"])
-    with pytest.raises(UsageError, match="--exclude"):
+    with pytest.raises(UsageError, match="exclude"):
         Objective(run, data=_Images(), n=8, exclude=["zzz*"])
 
 

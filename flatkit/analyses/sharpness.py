@@ -35,7 +35,7 @@ from flatkit.analyses.directions import ParamDict, dot
 from flatkit.analyses.landscape.evaluate import loss_and_gradient, loss_float64
 from flatkit.errors import UsageError
 from flatkit.results import Result, make_meta
-from flatkit.settings import SharpnessSettings, make
+from flatkit.settings import BANK_FIELDS, SharpnessSettings, takes
 
 KINDS = ("keskar", "l2", "average", "adaptive")
 DEFAULT_EPS = {"keskar": 1e-3, "l2": 0.05, "average": 0.01, "adaptive": 0.05}
@@ -402,10 +402,9 @@ def _keskar_lbfgsb(obj: Any, theta: ParamDict, L0: float, eps: float, restarts: 
 # ---------------------------------------------------------------------------------------------------------
 
 
-def sharpness(obj: Any, kind: str = "keskar", eps: float | None = None, restarts: int = 3, ascent_steps: int = 20,
-              lr: float | None = None, samples: int = 32, confidence: float = 0.95, asam_eta: float = 0.0,
-              solver: str = "auto", seed: int = 0, compare: Sequence[Any] = (), labels: Sequence[str] | None = None,
-              check: bool = True, settings: SharpnessSettings | None = None) -> SharpnessResult:
+@takes(SharpnessSettings, skip=BANK_FIELDS)
+def sharpness(obj: Any, compare: Sequence[Any] = (), labels: Sequence[str] | None = None, check: bool = True, *,
+              settings: SharpnessSettings) -> SharpnessResult:
     """Sharpness of ``obj`` (and of each objective in ``compare``, on the same seeds) at its parameters; see the
     module docstring for each ``kind``.
 
@@ -419,9 +418,7 @@ def sharpness(obj: Any, kind: str = "keskar", eps: float | None = None, restarts
     steps) or ``"lbfgsb"`` (``keskar``, needs scipy). ``settings``: a
     :class:`~flatkit.settings.SharpnessSettings` instead of the keywords.
     """
-    s = make(SharpnessSettings, settings, dict(kind=kind, eps=eps, restarts=restarts, ascent_steps=ascent_steps,
-                                                lr=lr, samples=samples, confidence=confidence, asam_eta=asam_eta,
-                                                solver=solver, seed=seed))
+    s = settings
     t0 = time.perf_counter()
     eps = DEFAULT_EPS[s.kind] if s.eps is None else float(s.eps)
     lr = None if s.kind == "average" else (0.25 if s.kind == "keskar" else 1.0) if s.lr is None else s.lr
