@@ -127,6 +127,9 @@ def perturb(
     loss0 = []
     batch = max(1, r.size) if s.batch_points is None else s.batch_points
     mode = s.mode
+    from flatkit import progress
+
+    pb = progress.bar(total=M * (k + (1 if s.worst else 0)), desc="perturb", unit="direction")
     for m, (o, th) in enumerate(zip(objs, thetas, strict=False)):
         dirs = [normalize_direction({n: z[n].to(th[n].device) for n in z}, th, norm=s.norm, bias=s.bias)
                 for z in raw]
@@ -134,9 +137,11 @@ def perturb(
             mode, _ = dist.run_on_main(lambda o=o, th=th, dirs=dirs: calibrate(o, th, dirs[:1], r[:, None][:batch]))
         L0 = loss_float64(o, th)
         loss0.append(L0)
-        deltas[m] = _random_deltas(o, th, dirs, r, batch, mode, L0)
+        deltas[m] = _random_deltas(o, th, dirs, r, batch, mode, L0, pb)
         if s.worst:
             worst_d[m] = _worst_deltas(o, th, r, s, dirs[0], L0)
+            pb.update(1)
+    pb.close()
     mean = deltas.mean(axis=1)
     std = deltas.std(axis=1, ddof=1) if k > 1 else np.zeros_like(mean)
     wall = time.perf_counter() - t0
@@ -150,7 +155,7 @@ def perturb(
 
 
 def _random_deltas(o: Any, th: ParamDict, dirs: list[ParamDict], r: np.ndarray, batch: int, mode: str,
-                   L0: float) -> np.ndarray:
+                   L0: float, pb: Any = None) -> np.ndarray:
     """(K, R) ΔL along each random direction; several ranks: the directions dealt round-robin and gathered."""
     coeffs = r[:, None]
     out = np.zeros((len(dirs), r.size))
@@ -159,6 +164,8 @@ def _random_deltas(o: Any, th: ParamDict, dirs: list[ParamDict], r: np.ndarray, 
         vals = np.concatenate([evaluate_block(o, th, [dirs[j]], coeffs[s:s + batch], mode)
                                for s in range(0, r.size, batch)])
         mine[j] = vals - L0
+        if pb is not None:
+            pb.update(dist.world())  # every rank takes one direction per round
     for part in dist.all_gather_objects(mine):
         for j, v in part.items():
             out[j] = v

@@ -437,8 +437,12 @@ def sharpness(obj: Any, compare: Sequence[Any] = (), labels: Sequence[str] | Non
         res.restarts, res.ascent_steps = s.restarts, s.ascent_steps
         res.asam_eta = s.asam_eta if s.kind == "adaptive" else None
         res.solver = DEFAULT_SOLVER[s.kind] if s.solver == "auto" else s.solver
-    for o in objs:
-        _one_model(o, s, eps, lr, res)
+    from flatkit import progress
+
+    with progress.bar(total=len(objs), desc=f"{s.kind} sharpness", unit="model") as pb:
+        for o in objs:
+            _one_model(o, s, eps, lr, res)
+            pb.update(1)
     res.wall_time_s = time.perf_counter() - t0
     res.meta = make_meta(config=s, wall_time_s=res.wall_time_s, objective=[_objective_config(o) for o in objs])
     return res
