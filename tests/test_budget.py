@@ -40,3 +40,19 @@ def test_landscape_refuses_before_allocating(shared_ckpt, monkeypatch):
     obj = flatkit.Objective(flatkit.load(shared_ckpt()), n=4, batch_size=4)
     with pytest.raises(UsageError, match=r"^points 1000000001: "):
         core.landscape(obj, settings=LandscapeSettings(dims=1, points=1000000001, n_eval=4))
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["hessian", "--top-k", "0", "--density", "--density-steps", "100000000"], "--density-steps"),
+    (["hessian", "--top-k", "0", "--trace", "--trace-max-hvps", "600000000"], "--trace-max-hvps"),
+    (["landscape", "--points", "3", "--batch-points", "100000000"], "--batch-points"),
+])
+def test_probes_bases_and_vmapped_blocks_are_refused_before_allocating(shared_ckpt, tmp_path, args, needle):
+    from click.testing import CliRunner
+
+    from flatkit.cli import main
+
+    ckpt = shared_ckpt("tiny")
+    r = CliRunner().invoke(main, [args[0], str(ckpt), "--n-eval", "4", "--out", str(tmp_path / "x"), *args[1:]])
+    assert r.exit_code == 2 and needle in r.output and "needs about" in r.output, r.output
+    assert not (tmp_path / "x").exists()

@@ -93,9 +93,14 @@ def _top_eigenvalues(o: Any, s: HessianSettings, res: HessianResult, detail: dic
 
 
 def _trace(o: Any, s: HessianSettings, res: HessianResult, detail: dict) -> None:
+    from flatkit import budget as memory_budget
     from flatkit.curvature import hessian_trace
     from flatkit.curvature.hvp import hvp_progress
 
+    sketch = max(1, s.trace_max_hvps // 6) if s.trace_method == "hutch++" else 1
+    memory_budget.check("trace_max_hvps", s.trace_max_hvps,
+                        f"the Hutch++ sketch of {sketch} vectors of {o.num_params} parameters",
+                        memory_budget.lanczos_bytes(2 * sketch, o.num_params), o.device)
     with hvp_progress(f"trace ({s.trace_method})", total=s.trace_max_hvps):
         r = hessian_trace(o, method=s.trace_method, rtol=s.trace_rtol, max_hvps=s.trace_max_hvps, seed=s.seed,
                           mode=s.hvp_mode, check=False)
@@ -109,9 +114,14 @@ def _trace(o: Any, s: HessianSettings, res: HessianResult, detail: dict) -> None
 
 
 def _density(o: Any, s: HessianSettings, parts: dict, res: HessianResult, detail: dict) -> None:
+    from flatkit import budget as memory_budget
     from flatkit.curvature import spectral_density
     from flatkit.curvature.hvp import hvp_progress
 
+    where = o.device if s.basis_device == "same" else s.basis_device
+    memory_budget.check("density_steps", s.density_steps,
+                        f"the SLQ basis of {s.density_steps} vectors of {o.num_params} parameters",
+                        memory_budget.lanczos_bytes(s.density_steps, o.num_params), where)
     with hvp_progress("spectral density (SLQ)", total=s.density_runs * s.density_steps):
         r = spectral_density(o, runs=s.density_runs, steps=s.density_steps, seed=s.seed, mode=s.hvp_mode,
                              basis_device=s.basis_device, check=False)

@@ -162,6 +162,18 @@ def _objective_config(o: Any) -> Any:
     return cfg.to_dict() if hasattr(cfg, "to_dict") else cfg
 
 
+def _check_memory(obj: Any, compare: Sequence[Any], s: LandscapeSettings) -> None:
+    """Refuse a grid (or a vmapped block of grid points) the device cannot hold, before allocating it."""
+    from flatkit import budget
+
+    dev = getattr(obj, "device", "cpu")
+    budget.check_landscape(s.points, s.dims, 1 if s.directions == "interp" else 1 + len(compare), dev)
+    if s.batch_points is not None and s.mode != "sequential":  # a vmapped block: a parameter copy per point
+        n_params = sum(v.numel() for v in obj.params.values())
+        budget.check("batch_points", s.batch_points, f"a vmapped block of {s.batch_points} grid points",
+                     budget.landscape_block_bytes(s.batch_points, n_params), dev)
+
+
 @takes(LandscapeSettings, skip=(*BANK_FIELDS, "directions"))
 def landscape(
     obj: Any,
@@ -199,10 +211,7 @@ def landscape(
         raise UsageError("directions 'pca': pass the PCA directions as a Plane (see pca_directions)")
     span = s.span if s.span is not None else (-0.5, 1.5) if s.directions == "interp" else 1.0
     lo, hi = parse_span(span)
-    from flatkit import budget  # refuse a grid the device cannot hold before allocating it
-
-    budget.check_landscape(s.points, s.dims, 1 if s.directions == "interp" else 1 + len(compare),
-                           getattr(obj, "device", "cpu"))
+    _check_memory(obj, compare, s)
     ax = axis(lo, hi, s.points)
     coeffs = grid_coefficients([ax] * s.dims)
     objs = [obj, *compare]
