@@ -5,7 +5,7 @@ setup:
 
 test: setup
 	.venv/bin/ruff check flatkit tests benchmarks examples
-	.venv/bin/python -m pytest tests
+	.venv/bin/python -m pytest tests -n 2
 
 lint: setup
 	.venv/bin/ruff check flatkit tests benchmarks examples

@@ -10,4 +10,6 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[dev]"
+# compat: a path entry, not an import hook, so a script run beside a checkout folder named flatkit/ still imports
+# this package (the hook loses to the empty namespace package such a folder looks like)
+python -m pip install -q -e ".[dev]" --config-settings editable_mode=compat
