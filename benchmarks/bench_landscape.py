@@ -53,6 +53,38 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def loss_landscapes_plane(model, obj, theta, d1, d2, R, P):
+    """A thunk computing loss-landscapes' ``planar_interpolation`` over flatkit's plane θ + a d1 + b d2,
+    a, b in [-R, R] on P points, through the same objective (bank) as flatkit."""
+
+    import loss_landscapes
+    from loss_landscapes.metrics import Metric
+
+    class ObjectiveLoss(Metric):
+        """The flatkit objective at the wrapped module's current parameters (same bank)."""
+
+        def __call__(self, model_wrapper):
+            m = model_wrapper.modules[0]
+            return float(obj.loss({k: v.detach() for k, v in m.named_parameters()}))
+
+    a = np.linspace(-R, R, P)
+    u = {k: (a[1] - a[0]) * d1[k] for k in theta}
+    v = {k: (a[1] - a[0]) * d2[k] for k in theta}
+    corner = {k: theta[k] + a[0] * d1[k] + a[0] * d2[k] - v[k] for k in theta}
+
+    def module_at(p):
+        m = copy.deepcopy(model).eval()
+        with torch.no_grad():
+            for k, t in m.named_parameters():
+                t.copy_(p[k])
+        return m
+
+    m0 = module_at(corner)
+    m1 = module_at({k: corner[k] + P * u[k] for k in theta})
+    m2 = module_at({k: corner[k] + P * v[k] for k in theta})
+    return lambda: loss_landscapes.planar_interpolation(m0, m1, m2, ObjectiveLoss(), steps=P, deepcopy_model=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ckpt", default=None)
@@ -135,33 +167,7 @@ def main() -> None:
                        lambda: landscape(obj, dims=2, points=P, span=R, directions=[d1, d2], mode="auto",
                                          check=False)))
     if not args.skip_ll:
-        import loss_landscapes
-        from loss_landscapes.metrics import Metric
-
-        class ObjectiveLoss(Metric):
-            """The flatkit objective at the wrapped module's current parameters (same bank)."""
-
-            def __call__(self, model_wrapper):
-                m = model_wrapper.modules[0]
-                return float(obj.loss({k: v.detach() for k, v in m.named_parameters()}))
-
-        a = np.linspace(-R, R, P)
-        u = {k: (a[1] - a[0]) * d1[k] for k in theta}
-        v = {k: (a[1] - a[0]) * d2[k] for k in theta}
-        corner = {k: theta[k] + a[0] * d1[k] + a[0] * d2[k] - v[k] for k in theta}
-
-        def module_at(p):
-            m = copy.deepcopy(run.model).eval()
-            with torch.no_grad():
-                for k, t in m.named_parameters():
-                    t.copy_(p[k])
-            return m
-
-        m0 = module_at(corner)
-        m1 = module_at({k: corner[k] + P * u[k] for k in theta})
-        m2 = module_at({k: corner[k] + P * v[k] for k in theta})
-        contenders.append(("loss-landscapes", None, lambda: loss_landscapes.planar_interpolation(
-            m0, m1, m2, ObjectiveLoss(), steps=P, deepcopy_model=True)))
+        contenders.append(("loss-landscapes", None, loss_landscapes_plane(run.model, obj, theta, d1, d2, R, P)))
 
     results = {}
     for rnd in range(max(1, args.repeats)):
@@ -184,7 +190,7 @@ def main() -> None:
         odd = np.abs(ll[1::2, 1:] - ref[1::2, :-1]).max() if P > 1 else 0.0
         out["max_abs_diff"]["loss-landscapes"] = float(max(even, odd))
         out["loss_landscapes_note"] = "odd rows evaluated one step behind (mapped before comparing)"
-        assert np.allclose(seq.coords_a, a)
+        assert np.allclose(seq.coords_a, np.linspace(-R, R, P))
     t = out["timings_s"]
     best_vmap = min(v for k, v in t.items() if k.startswith("flatkit vmap"))
     out["ratios"] = {"sequential / best vmap": t["flatkit sequential"] / best_vmap}

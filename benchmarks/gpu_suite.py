@@ -363,35 +363,13 @@ def add_landscape_rows(suite: Suite, run: Any, obj: Any) -> None:
         return go
 
     def loss_landscapes_grid():
-        import loss_landscapes
-        from loss_landscapes.metrics import Metric
-
-        class ObjectiveLoss(Metric):
-            """The flatkit objective at the wrapped module's current parameters (same bank), as bench_landscape."""
-
-            def __call__(self, model_wrapper):
-                m = model_wrapper.modules[0]
-                return float(obj.loss({k: v.detach() for k, v in m.named_parameters()}))
+        from bench_landscape import loss_landscapes_plane
 
         P = s.ll_points
-        a = np.linspace(-1.0, 1.0, P)
-        u = {k: (a[1] - a[0]) * d1[k] for k in theta}
-        v = {k: (a[1] - a[0]) * d2[k] for k in theta}
-        corner = {k: theta[k] + a[0] * d1[k] + a[0] * d2[k] - v[k] for k in theta}
-
-        def module_at(p):
-            m = copy.deepcopy(run.model).eval()
-            with torch.no_grad():
-                for k, t in m.named_parameters():
-                    t.copy_(p[k])
-            return m
-
-        m0 = module_at(corner)
-        m1 = module_at({k: corner[k] + P * u[k] for k in theta})
-        m2 = module_at({k: corner[k] + P * v[k] for k in theta})
+        plane = loss_landscapes_plane(run.model, obj, theta, d1, d2, 1.0, P)
         suite.sync()
         t = time.perf_counter()
-        loss_landscapes.planar_interpolation(m0, m1, m2, ObjectiveLoss(), steps=P, deepcopy_model=True)
+        plane()
         suite.sync()
         dt = time.perf_counter() - t
         st["ll_per_point_s"] = dt / P**2
