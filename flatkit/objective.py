@@ -126,6 +126,26 @@ def bin_edges(bins: int | Sequence[int], lo: int, hi: int, option: str = "bins")
     return edges
 
 
+def draw_bank(dataset: Any, spec: str, n: int, seed: int, lo: int, hi: int,
+              t_bins: int | Sequence[int] | None) -> tuple[Tensor, Tensor, Tensor, list[int] | None]:
+    """The frozen bank (x0, t, ε) and the t-bin edges: one explicit generator seeded with ``seed`` draws
+    everything, in a fixed order: n distinct items, then t, then ε."""
+    g = torch.Generator(device="cpu")
+    g.manual_seed(int(seed))
+    index = torch.randperm(len(dataset), generator=g)[:n]
+    x0 = torch.as_tensor(dataset.get(index), dtype=torch.float32)  # Dataset.get: a batch of the indices
+    if x0.shape[0] != n:
+        raise FlatkitError(f"--data {spec}: get() returned {x0.shape[0]} items for {n} indices")
+    if t_bins is None:
+        edges = None
+        t = stratified_timesteps(n, lo, hi, g)
+    else:
+        edges = bin_edges(t_bins, lo, hi, "--t-bins")
+        t = binned_timesteps(n, edges, g)
+    eps = torch.randn(x0.shape, generator=g, dtype=torch.float32)
+    return x0, t, eps, edges
+
+
 # ----------------------------------------------------------------------------------------------------------
 # the protocol, and the code its implementations share
 
@@ -319,20 +339,9 @@ class Objective(BatchSumLoss):
         if n > len(dataset):
             raise UsageError(f"--n-eval: {n} exceeds the {len(dataset)} items of {spec}")
 
-        # One explicit generator draws everything, in a fixed order: items, t, eps.
-        g = torch.Generator(device="cpu")
-        g.manual_seed(int(seed))
-        index = torch.randperm(len(dataset), generator=g)[:n]
-        x0 = torch.as_tensor(dataset.get(index), dtype=torch.float32)  # Dataset.get: a batch of the indices
-        if x0.shape[0] != n:
-            raise FlatkitError(f"--data {spec}: get() returned {x0.shape[0]} items for {n} indices")
-        if t_bins is None:
-            edges = None
-            t = stratified_timesteps(n, lo, hi, g)
-        else:
-            edges = bin_edges(t_bins, lo, hi, "--t-bins")
-            t = binned_timesteps(n, edges, g)
-        eps = torch.randn(x0.shape, generator=g, dtype=torch.float32)
+        x0, t, eps, edges = draw_bank(dataset, spec, n, seed, lo, hi, t_bins)
+        # what reseeded() redraws the bank from (--repeats): the very items this bank was drawn from
+        self._dataset, self._t_bins_arg, self._full_n = dataset, t_bins, n
 
         self._setup_params(module, include, exclude)
         self.source_path, self.source_weights = getattr(run, "path", None), getattr(run, "weights", None)
@@ -542,6 +551,28 @@ class Objective(BatchSumLoss):
             raise UsageError(f"--per-timestep: need 0 <= lo < hi <= {self.num_timesteps}, got [{lo}, {hi})")
         keep = (self._t >= lo) & (self._t < hi)
         return self._subset(keep, [lo, hi])
+
+    def reseeded(self, seed: int, like: Objective | None = None) -> Objective:
+        """The same objective (model, parameters, loss, data, n, t range and bins, micro-batch, precision) on the
+        bank drawn with another ``seed``: exactly the bank ``Objective(run, ..., seed=seed)`` draws (``--repeats``
+        redraws the bank this way; a restricted objective is restricted again to the same t range). ``like``: an
+        objective already reseeded with this seed on the same data, whose bank is taken instead of drawn again."""
+        if (like is not None and like.config.seed == int(seed) and like.config.data == self.config.data
+                and like._full_n == self._full_n and like.t_range == self.t_range
+                and like._t_bins_arg == self._t_bins_arg and like.config.restricted_to is None):
+            x0, t, eps = like._x0, like._t, like._eps
+        else:
+            x0, t, eps, _ = draw_bank(self._dataset, str(self.config.data), self._full_n, seed, *self.t_range,
+                                      self._t_bins_arg)
+        new = copy.copy(self)
+        dev = self._x0.device
+        new._x0, new._t, new._eps = x0.to(dev), t.to(dev), eps.to(dev)
+        new.config = dataclasses.replace(self.config, seed=int(seed), n=int(t.shape[0]), restricted_to=None)
+        new.config.n_batches = new.n_batches
+        new.config.bank_sha256 = new._bank_sha256()
+        if self.config.restricted_to is not None:
+            return new.restrict(tuple(self.config.restricted_to))
+        return new
 
     def for_run(self, run: Any) -> Objective:
         """The same bank, parameter selection and loss for another run (``--compare``)."""

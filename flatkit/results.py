@@ -157,6 +157,10 @@ class Result:
     def __post_init__(self) -> None:
         if not hasattr(self, "meta") or self.meta is None:  # type: ignore[has-type]
             self.meta = {}
+        # --repeats R > 1 (flatkit.repeats): per-repeat scalars and their intervals; written only when filled,
+        # so a result without repeats is what it always was
+        self.repeats: list = []
+        self.intervals: dict = {}
 
     def _fields(self) -> dict[str, Any]:
         out = {}
@@ -187,6 +191,9 @@ class Result:
                 continue  # parameter dicts (eigenvectors) are not JSON material
             else:
                 out[k] = jsonable(v)
+        for k in ("repeats", "intervals"):
+            if getattr(self, k, None):
+                out[k] = jsonable(getattr(self, k))
         out["meta"] = jsonable(getattr(self, "meta", {}) or {})
         return out
 
@@ -228,9 +235,12 @@ class Result:
                     v = _array_with_nan(v) if _nested_has_none(v) else np.asarray(v)
                 kw[f.name] = v
         try:
-            return cls(**kw)
+            res = cls(**kw)
         except TypeError as e:
             raise UsageError(f"{jpath}: not a {name} result ({e})") from None
+        res.repeats = js.get("repeats") if isinstance(js.get("repeats"), list) else []
+        res.intervals = js.get("intervals") if isinstance(js.get("intervals"), dict) else {}
+        return res
 
     def save(self, directory: str | os.PathLike, name: str | None = None) -> tuple[Path, Path | None]:
         """Write ``<name>.json`` (and ``<name>.npz`` when there are arrays) atomically; return their paths."""

@@ -183,6 +183,10 @@ def takes(cls: type, skip: Sequence[str] = ()) -> Callable:
                 raise UsageError(f"settings: expected {cls.__name__}, got {type(settings).__name__}")
             elif given:
                 raise UsageError(f"{next(iter(given))}: pass it inside settings=, not beside it")
+            if getattr(settings, "repeats", 1) > 1:  # --repeats: every random draw R times (flatkit.repeats)
+                from flatkit.repeats import run_repeated
+
+                return run_repeated(fn, args, kw, settings)
             return fn(*args, settings=settings, **kw)
 
         wrapper.__signature__ = sig.replace(parameters=[*head, *extra, *tail, settings_param])  # type: ignore
@@ -202,6 +206,14 @@ N_EVAL = 128
 #: The one sampler and T' of every sampling measure (sample, prior, exposure, quantize): ADM's ancestral
 #: sampler over T' = 20 evenly respaced steps, the paper's first column.
 SAMPLER, SAMPLING_STEPS = "ddpm", 20
+
+
+def _repeats_setting() -> Any:
+    """``--repeats R``: one name, one default and one meaning wherever a measure has something random to redraw."""
+    return setting(1, "--repeats", "Redraw everything random (the evaluation bank and, where used, directions, "
+                   "probes, restarts, sample seeds) R times with derived seeds (repeat r uses seed + 1000003·r; "
+                   "r = 0 is --seed itself) and report mean, standard error and a 95 % interval of every scalar. "
+                   "R = 1: one run, today's numbers.", metavar="R", kind="int", min=1)
 
 
 @dataclass(frozen=True)
@@ -233,6 +245,7 @@ class BankSettings(DataSettings):
                         "surrogate of it (hybrid-surrogate: the mean detached in the VLB term), or what the "
                         "diffusion trains with, hybrid for learned σ (auto).", kind="choice",
                         choices=("auto", "mse", "hybrid", "hybrid-surrogate"))
+    repeats: int = _repeats_setting()
 
 
 @dataclass(frozen=True)
@@ -396,6 +409,7 @@ class ExposureSettings(SamplerSettings, DataSettings):
                             choices=("l2", "squared"))
     delta: bool = setting(True, "--delta/--no-delta", "Also δ_t (one more sampling chain per checkpoint).",
                           kind="bool")
+    repeats: int = _repeats_setting()
 
     def validate(self) -> None:
         SamplerSettings.validate(self)

@@ -83,12 +83,14 @@ def summary_csv(columns: Sequence[Any], rows: Sequence[dict]) -> str:
     ``report.json`` holds their titles and definitions."""
     keys = [c.key for c in columns]
     extra = [k for k in ("loss_source", "loss_n_eval", "quality_metric") if any(r.get(k) is not None for r in rows)]
+    ivs = [k for k in keys if any(r.get(f"{k}_interval") is not None for r in rows)]  # --repeats
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["arm", "dir", *keys, *extra])
+    w.writerow(["arm", "dir", *keys, *extra, *(f"{k}_{q}" for k in ivs for q in ("se", "lo", "hi", "n"))])
     for r in rows:
         w.writerow([r["label"], r.get("dir", ""), *(_number(r.get(k)) for k in keys),
-                    *("" if r.get(k) is None else str(r[k]) for k in extra)])
+                    *("" if r.get(k) is None else str(r[k]) for k in extra),
+                    *(_number(getattr(r.get(f"{k}_interval"), q, None)) for k in ivs for q in ("se", "lo", "hi", "n"))])
     return buf.getvalue()
 
 

@@ -191,13 +191,19 @@ def summary(runs: list[RunDir], landscape_radius: float | None = None, perturb_r
         row["quality"] = cell["value"] if cell else None
         row["quality_metric"] = cell["metric"] if cell else None
         rows.append(row)
+    from flatkit.report import intervals as IV  # --repeats: mean ± se and 95 % intervals where recorded
+
+    IV.attach(runs, rows, [c.key for c in cols], landscape_radius=landscape_radius, perturb_radius=pr_r,
+              prior_point=point)
     # drop columns no arm has
     cols = [c for c in cols if any(row.get(c.key) is not None for row in rows)]
     return cols, rows, notes
 
 
 def _cell(row: dict, key: str) -> str:
-    s = fmt(row.get(key))
+    from flatkit.report.intervals import cell
+
+    s = cell(row, key) or fmt(row.get(key))
     return s + " †" if key == "quality" and row.get("quality_metric") == "SW2" and s != "—" else s
 
 
@@ -264,6 +270,9 @@ def write_report(rows: Sequence[tuple[str | None, str | Path]] | Sequence[str | 
            "The same table is in `summary.csv` (full-precision numbers) and `summary.tex` (LaTeX, booktabs).", ""]
     md += ["### What each column measures", ""]
     md += [f"- **{c.header}**: {c.explanation}" for c in cols]
+    from flatkit.report.intervals import markdown as intervals_markdown
+
+    md += [""] + intervals_markdown(cols, summ)
     md += ["", "## Figures", ""]
     md += [f"![{n}](figures/{n}.png)\n\n{FIGURE_CAPTIONS.get(n, '')}\n" for n, _ in fig_files]
     land = [(r.label, C.landscape_flatness(r, landscape_radius)) for r in runs if r.has("landscape")]
