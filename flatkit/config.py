@@ -70,6 +70,7 @@ class RunConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     data: str | None = None  # data spec, e.g. "builtin:shapes16"
     source: str = "flatkit"  # "flatkit" | "adm" | "diffusers"
+    holdout: dict | None = None  # items of `data` held out of training (flatkit/data/holdout.py), None: none
 
 
 def to_dict(cfg: Any) -> dict:

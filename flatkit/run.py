@@ -73,6 +73,7 @@ def _flatkit_run_config(obj: dict, spath: str) -> RunConfig:
             diffusion=diffusion_config_from_dict(cfg["diffusion"]),
             data=cfg.get("data"),
             source=cfg.get("source", "flatkit"),
+            holdout=cfg.get("holdout"),
         )
     except (KeyError, TypeError) as e:
         raise UsageError(f"{spath}: flatkit checkpoint with a damaged config ({e})") from None

@@ -58,6 +58,17 @@ class Number(click.ParamType):
         return v
 
 
+class Holdout(click.ParamType):
+    """``--holdout F``: a fraction in (0, 0.5] or a count of items >= 1 (flatkit/data/holdout.py)."""
+
+    name = "holdout"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from flatkit.data.holdout import parse_holdout
+
+        return parse_holdout(value, param.opts[0] if param is not None else "holdout")
+
+
 class Choice(click.ParamType):
     """One of a fixed list; otherwise a one-line UsageError naming the option."""
 
@@ -129,6 +140,22 @@ def _preset_help() -> str:
     metavar="DIR",
     default=None,
     help="Output folder (default: a new folder under runs/; required with --resume).",
+)
+@click.option(
+    "--holdout",
+    metavar="F",
+    type=Holdout(),
+    default=None,
+    help="Hold out items of --data that training never sees: a fraction in (0, 0.5] or a count N >= 1 (recorded "
+    "in the checkpoint and DIR/holdout.json; analyses measure on them with --bank holdout).  [default: none]",
+)
+@click.option(
+    "--holdout-seed",
+    metavar="INT",
+    type=Number(int, 0),
+    default=0,
+    show_default=True,
+    help="Seed of which items --holdout reserves (independent of --seed: runs of any seed hold out the same).",
 )
 @click.option("--preset", metavar="NAME", default="auto", show_default=True, help=_preset_help())
 @click.option(
@@ -341,6 +368,8 @@ def _preset_help() -> str:
 def command(
     data: str,
     out: str | None,
+    holdout: float | int | None,
+    holdout_seed: int,
     preset: str,
     dropout: float | None,
     steps: int,
@@ -385,6 +414,8 @@ def command(
         raise UsageError("--resume: needs --out DIR (the folder of the run to continue)")
     given = dict(
         data=data,
+        holdout=holdout,
+        holdout_seed=holdout_seed,
         preset=preset,
         dropout=dropout,
         steps=steps,
@@ -434,7 +465,7 @@ def command(
     if not dist.is_main():  # several ranks: rank 0 wrote the run
         return
     click.echo(f"wrote {path}")
-    for name in ("train.json", "metrics.jsonl"):
+    for name in ("train.json", "metrics.jsonl", *(("holdout.json",) if holdout is not None else ())):
         click.echo(f"wrote {out_dir / name}")
     if sample_count > 0 and (out_dir / "samples.png").exists():
         click.echo(

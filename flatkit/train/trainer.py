@@ -12,6 +12,7 @@ Output folder::
     DIR/ckpt.pt          latest checkpoint (flatkit format, atomic), DIR/ckpt_<step>.pt with keep_checkpoints
     DIR/train.json       the full configuration (and resolved model / diffusion configs)
     DIR/metrics.jsonl    append-only metrics (see flatkit/train/metrics.py)
+    DIR/holdout.json     with --holdout: the held-out items (rule, sorted indices, sha256; flatkit/data/holdout.py)
     DIR/samples.png      samples from the EMA (else raw) weights after training
 """
 
@@ -33,6 +34,7 @@ from flatkit import __version__
 from flatkit import distributed as dist
 from flatkit.checkpoint import is_flatkit_checkpoint, make_checkpoint, read_pt, save_checkpoint
 from flatkit.config import DiffusionConfig, ModelConfig, RunConfig, config_hash
+from flatkit.data.holdout import holdout_summary
 from flatkit.errors import FlatkitError, UsageError
 from flatkit.results import atomic_write_text, jsonable
 from flatkit.train.averaging import EMA, SWA
@@ -67,6 +69,8 @@ class TrainConfig:
     """Everything that defines a training run (stored in ``train.json`` and in every checkpoint)."""
 
     data: str = "builtin:shapes16"  # data spec
+    holdout: float | int | None = None  # hold out a fraction in (0, 0.5] or a count of the items (never trained on)
+    holdout_seed: int = 0  # seeds which items are held out (independent of seed)
     preset: str = "auto"  # model preset; "auto": tiny for images, mlp for 2-D points
     dropout: float | None = None  # None: the preset's
     steps: int = 1000  # total optimizer steps (a resume continues up to this)
@@ -111,7 +115,9 @@ def _positive(name: str, value, allow_zero: bool = False) -> None:
 
 def validate_config(cfg: TrainConfig) -> TrainConfig:
     """Check every field; returns a copy with the data spec normalised (absolute paths). Raises UsageError."""
-    cfg = dataclasses.replace(cfg, ema=[float(r) for r in cfg.ema])
+    from flatkit.data.holdout import parse_holdout
+
+    cfg = dataclasses.replace(cfg, ema=[float(r) for r in cfg.ema], holdout=parse_holdout(cfg.holdout))
     cfg = _with_preset_defaults(cfg)
     _check_numbers(cfg)
     _check_choices(cfg)
@@ -146,6 +152,7 @@ def _check_numbers(cfg: TrainConfig) -> None:
     for name in ("weight_decay", "warmup", "grad_clip", "sam_rho", "ip_gamma", "rho_warmup", "sample_count"):
         _positive(name, getattr(cfg, name), allow_zero=True)
     _positive("sam_eta", cfg.sam_eta)
+    _positive("holdout_seed", cfg.holdout_seed, allow_zero=True)
     if cfg.threads is not None:
         _positive("threads", cfg.threads)
     if cfg.dropout is not None and not 0.0 <= cfg.dropout < 1.0:
@@ -244,8 +251,9 @@ def stream_seed(seed: int, stream: str) -> int:
 def changed_fields(old: dict, new: dict) -> list[str]:
     """``name: old -> new`` for every field that differs and is not a resumable setting."""
     out = []
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     for k in sorted(set(old) | set(new)):
-        if k in RESUMABLE_CHANGES:
+        if k in RESUMABLE_CHANGES or (k not in old and new.get(k) == defaults.get(k)):  # a field added since
             continue
         if jsonable(old.get(k)) != jsonable(new.get(k)):
             out.append(f"{k}: {old.get(k)!r} -> {new.get(k)!r}")
@@ -309,7 +317,8 @@ def _check_foreign_files(out: Path, resume: bool, overwrite: bool) -> None:
 
 def _is_run_file(name: str) -> bool:
     """A file flatkit train writes (checkpoints, its json, metrics, sample grids, temp files)."""
-    return (name in RUN_FILES or name.endswith(".tmp") or (name.startswith("ckpt") and name.endswith(".pt"))
+    return (name in RUN_FILES or name == "holdout.json" or name.endswith(".tmp")
+            or (name.startswith("ckpt") and name.endswith(".pt"))
             or (name.startswith(("samples", ".ckpt", ".train", ".metrics")) and "." in name))
 
 
@@ -325,7 +334,7 @@ def _remove_orphans(out: Path) -> None:
 
 
 def _clear_run_files(out: Path) -> None:
-    for name in (*RUN_FILES, "samples.png"):
+    for name in (*RUN_FILES, "samples.png", "holdout.json"):
         (out / name).unlink(missing_ok=True)
     for p in out.glob("ckpt_*.pt"):
         p.unlink()
@@ -407,14 +416,16 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
     if cfg.amp == "fp16" and device.type != "cuda":
         raise UsageError("amp fp16: needs a CUDA device (use bf16 on the CPU)")
 
-    dataset = load_dataset(cfg.data)
+    dataset, holdout = _training_data(cfg, load_dataset(cfg.data))
     if len(dataset) < cfg.batch_size:
         raise UsageError(
-            f"batch_size {cfg.batch_size}: larger than the dataset {cfg.data} ({len(dataset)} samples)"
+            f"batch_size {cfg.batch_size}: larger than the dataset {cfg.data} ({len(dataset)} samples"
+            f"{' left after --holdout' if holdout else ''})"
         )
     preset, model_cfg, diffusion_cfg = resolve_model(cfg, dataset.kind, tuple(dataset.sample_shape))
     diffusion = create_diffusion(diffusion_cfg)
-    run_config = RunConfig(model=model_cfg, diffusion=diffusion_cfg, data=cfg.data, source="flatkit")
+    run_config = RunConfig(model=model_cfg, diffusion=diffusion_cfg, data=cfg.data, source="flatkit",
+                           holdout=holdout)
     _check_foreign_files(out, resume, overwrite)
     tr = _new_training(cfg, out, main, preset, run_config, int(diffusion.num_timesteps), len(dataset), device)
 
@@ -427,6 +438,8 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
             _clear_run_files(out)
     if main:
         _write_train_json(tr, device, resumed=ckpt is not None)
+        if holdout is not None:
+            atomic_write_text(out / "holdout.json", json.dumps(holdout) + "\n")
 
     lr, rho = _run_steps(tr, diffusion, shard, dataset, device, progress)
     if tr.window.steps > 0:
@@ -435,6 +448,17 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
     if cfg.sample_count > 0 and main:
         _write_preview(tr.model, model_cfg, diffusion_cfg, tr.ema, tr.swa, cfg, dataset, device, out)
     return out / "ckpt.pt"
+
+
+def _training_data(cfg: TrainConfig, dataset: Any) -> tuple[Any, dict | None]:
+    """The items the trainer sees: the whole data set, or with ``holdout`` its train side (the held-out items,
+    chosen by ``holdout_seed``, are never drawn); and the held-out record (None without ``holdout``)."""
+    if cfg.holdout is None:
+        return dataset, None
+    from flatkit.data.holdout import Split, holdout_record
+
+    record = holdout_record(cfg.data, len(dataset), cfg.holdout, cfg.holdout_seed)
+    return Split(dataset, record, "train"), record
 
 
 def _resume_checkpoint(out: Path, cfg: TrainConfig) -> dict:
@@ -519,6 +543,7 @@ def _write_train_json(tr: _Training, device: torch.device, resumed: bool) -> Non
                     "flatkit_version": __version__,
                     "torch_version": torch.__version__,
                     "resumed_from_step": tr.step if resumed else None,
+                    "holdout": holdout_summary(tr.run_config.holdout),
                 }
             ),
             indent=2,
