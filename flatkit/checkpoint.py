@@ -51,6 +51,7 @@ class Run:
     step: int | None = None
     available_weights: list[str] = field(default_factory=lambda: ["raw"])
     assumed: list[str] = field(default_factory=list)  # ADM flags taken as defaults, not from shapes or the user
+    hub: dict | None = None  # a Hugging Face repo id: repo_id, revision, commit, subfolder, sha256 per file
 
     @property
     def num_params(self) -> int:

@@ -94,13 +94,16 @@ def git_commit() -> str | None:
 
 def checkpoint_meta(run: Any, label: str | None = None) -> dict:
     """What a result records of one analysed model: label, checkpoint path and sha256, weights, training step."""
-    return {
+    out = {
         "label": label if label is not None else getattr(run, "label", None),
         "checkpoint": getattr(run, "path", None),
         "checkpoint_sha256": getattr(run, "sha256", None),
         "weights": getattr(run, "weights", None),
         "step": getattr(run, "step", None),
     }
+    if getattr(run, "hub", None):  # a Hugging Face repo id: repo, revision, commit, file hashes
+        out["hub"] = run.hub
+    return out
 
 
 def make_meta(config: Any = None, run: Any = None, device: Any = None, wall_time_s: float | None = None,

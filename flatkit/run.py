@@ -115,6 +115,7 @@ def load(
     adm_flags: dict | str | os.PathLike | None = None,
     trust: bool = False,
     device: str | torch.device | None = None,
+    download: bool = False,
 ) -> Run:
     """Load a checkpoint as a :class:`Run` (model in eval mode, float64 diffusion schedule).
 
@@ -125,10 +126,20 @@ def load(
     ``adm_flags``: ADM command-line flags (dict or JSON file) for state dicts, which carry no configuration;
     what the shapes determine is inferred and contradicting flags are refused. ``trust=True`` allows a full
     unpickle of a file that ``weights_only=True`` refuses (only for files you trust).
+
+    ``path`` may also be a Hugging Face repo id, ``OWNER/NAME[@REVISION][/SUBFOLDER]`` (or ``hf://...``), when no
+    local path of that name exists: it is read from huggingface_hub's local cache (``HF_HUB_CACHE``), never the
+    network, unless ``download=True`` (see :mod:`flatkit.interop.hub`).
     """
     from flatkit.diffusion import create_diffusion
+    from flatkit.interop.hub import load_hub, parse_repo_id
     from flatkit.models.presets import build_model
 
+    ref = parse_repo_id(path)
+    if ref is not None:  # not a local path: a Hugging Face repo id, resolved in the local cache
+        if adm_flags is not None:
+            raise UsageError(f"adm_flags: {path} is a Hugging Face repo, which carries its own configuration")
+        return load_hub(str(path), ref, weights=weights, trust=trust, device=device, download=download)
     p = Path(path)
     if p.is_dir() and not (p / "ckpt.pt").is_file():
         from flatkit.interop.diffusers import is_diffusers_dir, load_diffusers

@@ -45,6 +45,9 @@ def checkpoint_options(f: Callable) -> Callable:
                           "(runs code from the file: only for files you trust).")(f)
     f = click.option("--adm-flags", metavar="FILE", default=None,
                      help="JSON file of ADM flags for a plain guided-diffusion / DDPM-IP state dict.")(f)
+    f = click.option("--download", is_flag=True,
+                     help="Fetch a Hugging Face repo id (CKPT OWNER/NAME[@REV][/SUBFOLDER]) that is not in the "
+                          "local cache (HF_HUB_CACHE). Without it nothing is downloaded.")(f)
     return f
 
 
@@ -214,7 +217,7 @@ def claim_out(params: dict, name: str, config: Any = None, runs: Any = (), ident
 
 
 def load_run(ckpt: str, weights: str = "raw", adm_flags: str | None = None, trust: bool = False,
-             device: str | torch.device | None = None):
+             device: str | torch.device | None = None, download: bool = False):
     """Load a checkpoint for a command (or, for a ``--model`` spec, build the model); assumptions go to stderr."""
     from flatkit.interop.custom import ModelSpec, load_custom
     from flatkit.run import load
@@ -223,7 +226,7 @@ def load_run(ckpt: str, weights: str = "raw", adm_flags: str | None = None, trus
     if isinstance(ckpt, ModelSpec):
         return load_custom(ckpt, weights=None if weights == "raw" else weights, diffusion_steps=ckpt.diffusion_steps,
                            noise_schedule=ckpt.noise_schedule, trust=trust, device=dev)
-    run = load(ckpt, weights=weights, adm_flags=adm_flags, trust=trust, device=dev)
+    run = load(ckpt, weights=weights, adm_flags=adm_flags, trust=trust, device=dev, download=download)
     if run.assumed and run.config.source == "adm":
         click.echo(f"note: {ckpt}: assumed ADM defaults for {', '.join(run.assumed)} "
                    "(not determined by the state dict; pass --adm-flags to set them)", err=True)
@@ -376,7 +379,8 @@ class Models:
 
 
 def load_models(ckpts: Any, compare: Any = (), labels: str | None = None, weights: str = "raw",
-                device: Any = "auto", adm_flags: str | None = None, trust: bool = False) -> Models:
+                device: Any = "auto", adm_flags: str | None = None, trust: bool = False,
+                download: bool = False) -> Models:
     """Every model a command analyses: each CKPT under each ``--weights`` choice, then each ``--compare`` entry
     (another checkpoint under the first weights choice, or a weights name of the first CKPT)."""
     from flatkit.interop.custom import ModelSpec
@@ -393,7 +397,7 @@ def load_models(ckpts: Any, compare: Any = (), labels: str | None = None, weight
     runs, paths = [], []
     for c, w in entries:
         try:
-            runs.append(load_run(c, w, adm_flags, trust, dev))
+            runs.append(load_run(c, w, adm_flags, trust, dev, download))
         except UsageError as e:
             if is_weights_name(w) and w not in wlist and "weights" in str(e):
                 msg = str(e).removeprefix(f"--weights {w}: ")  # the option given was --compare, not --weights
@@ -452,7 +456,7 @@ def sampling_setup(params: dict, name: str, settings_cls: type | None = None) ->
     s = settings_from(settings_cls, params) if settings_cls is not None else None
     dev = resolve_device(params["device"])
     models = load_models(params["ckpts"], params.get("compare", ()), params.get("labels"), params["weights"], dev,
-                         params.get("adm_flags"), params.get("trust_checkpoint", False))
+                         params.get("adm_flags"), params.get("trust_checkpoint", False), params.get("download", False))
     state = claim_out(params, name, s, models.runs, prefixes=("quantized", *(f"{m}_quantized" for m in range(10)))
                       if name == "quantize" else ())
     ctx, prec = sampling_precision_for(models.runs, params.get("precision", "fp32"),
@@ -544,7 +548,8 @@ def analysis_setup(params: dict, name: str, settings_cls: type,
     t0 = time.perf_counter()
     s = settings_from(settings_cls, params)
     models = load_models(params["ckpts"], params.get("compare", ()), params.get("labels"), params["weights"],
-                         params["device"], params.get("adm_flags"), params.get("trust_checkpoint", False))
+                         params["device"], params.get("adm_flags"), params.get("trust_checkpoint", False),
+                         params.get("download", False))
     state = claim_out(params, name, s, models.runs, finished=finished)
     if state.reused:
         return AnalysisSetup(name, s, models, [], state.path, None, t0, state)

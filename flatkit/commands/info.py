@@ -10,11 +10,11 @@ import click
 from flatkit.commands._common import checkpoint_options
 
 
-def describe(ckpt: str, adm_flags: str | None = None, trust: bool = False) -> dict:
+def describe(ckpt: str, adm_flags: str | None = None, trust: bool = False, download: bool = False) -> dict:
     """What ``flatkit info`` prints, as a dict (Python API twin of the command)."""
     from flatkit.run import load
 
-    run = load(ckpt, weights="raw", adm_flags=adm_flags, trust=trust)
+    run = load(ckpt, weights="raw", adm_flags=adm_flags, trust=trust, download=download)
     m = run.model
     return {
         "path": run.path,
@@ -28,6 +28,7 @@ def describe(ckpt: str, adm_flags: str | None = None, trust: bool = False) -> di
         "data": run.config.data,
         "step": run.step,
         "assumed_adm_flags": run.assumed,
+        "hub": run.hub,
     }
 
 
@@ -35,14 +36,18 @@ def describe(ckpt: str, adm_flags: str | None = None, trust: bool = False) -> di
 @click.argument("ckpt", metavar="CKPT")
 @checkpoint_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def command(ckpt: str, adm_flags: str | None, trust_checkpoint: bool, as_json: bool) -> None:
+def command(ckpt: str, adm_flags: str | None, trust_checkpoint: bool, download: bool, as_json: bool) -> None:
     """Describe a checkpoint: architecture, parameters, weights, diffusion, data, step."""
-    d = describe(ckpt, adm_flags=adm_flags, trust=trust_checkpoint)
+    d = describe(ckpt, adm_flags=adm_flags, trust=trust_checkpoint, download=download)
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
     m, dif = d["model"], d["diffusion"]
     click.echo(f"checkpoint   {d['path']}  (sha256 {d['sha256'][:12]}, {d['source']})")
+    if d["hub"]:
+        h = d["hub"]
+        click.echo(f"hub          {h['repo_id']} revision {h['revision']} (commit {h['commit'][:12]}"
+                   f"{', subfolder ' + h['subfolder'] if h['subfolder'] else ''}), {len(h['files'])} files read")
     if m["arch"] == "adm_unet":
         arch = (f"ADM UNet {m['image_size']}x{m['image_size']}x{m['in_channels']}, {m['num_channels']} channels, "
                 f"mult {m['channel_mult'] or 'default'}, {m['num_res_blocks']} res blocks, "

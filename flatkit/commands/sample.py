@@ -41,7 +41,7 @@ def command(**params) -> None:
         raise UsageError(f"--weights {params['weights']}: sample takes one weights choice")
     dev = resolve_device(params["device"])
     models = load_models(params["ckpt"], (), None, params["weights"], dev, params["adm_flags"],
-                         params["trust_checkpoint"])
+                         params["trust_checkpoint"], params.get("download", False))
     state = claim_out(params, "sample", s, models.runs, prefixes=("samples",))
     if state.reused:  # --out holds these samples (same settings and checkpoint)
         return

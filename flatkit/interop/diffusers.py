@@ -79,7 +79,7 @@ def _locate(path: Path) -> tuple[Path, Path | None]:
     if (path / "unet").is_dir():  # a pipeline
         unet_dir = path / "unet"
         sched = path / "scheduler" / SCHEDULER_CONFIG
-    elif (path / "model_index.json").is_file():
+    elif (path / "model_index.json").is_file() and not (path / "config.json").is_file():
         raise UsageError(f"{path}: a diffusers pipeline without a unet/ folder (flatkit loads UNet2DModel)")
     else:
         unet_dir = path
@@ -297,6 +297,14 @@ def _weights_files(unet_dir: Path, weights: str) -> list[Path]:
     have = f"variants here: {', '.join(variants)}" if variants else "no variants here"
     raise UsageError(f"weights {weights}: {unet_dir} has no {stem}.safetensors or .bin (a diffusers directory "
                      f"holds one set of weights; --weights names a variant, {have})")
+
+
+def read_files(path: str | os.PathLike, weights: str = "raw") -> list[Path]:
+    """Every file :func:`load_diffusers` reads for ``path``: the UNet's config.json, the scheduler config (when
+    there is one) and the weight file(s)."""
+    unet_dir, sched_path = _locate(Path(path))
+    return [unet_dir / "config.json", *([sched_path] if sched_path is not None else []),
+            *_weights_files(unet_dir, weights)]
 
 
 def _read_weights(files: list[Path], trust: bool) -> dict[str, torch.Tensor]:
