@@ -341,5 +341,40 @@ def interval_lines(res: Any, m: int, names: Sequence[str] | None = None) -> list
     for name in names or list(getattr(res, "intervals", None) or {}):
         iv = interval_at(getattr(res, "intervals", None), name, m)
         if iv is not None:
-            out.append(f"{name} {fmt_interval(iv, 6)} (95 % CI {iv.lo:.6g} .. {iv.hi:.6g}, R = {iv.n})")
+            out.append(f"{name} {fmt_interval(iv, 6)} (95 % CI {iv.lo:.6g} .. {iv.hi:.6g})")
     return out
+
+
+def summary_lines(res: Any, extra: Sequence[tuple] = ()) -> list[str]:
+    """One line per model with the intervals of its scalars (``extra``: (name, index, label) entries of array
+    scalars, e.g. ``("mean", (-1,), "ΔL random at r = 0.1")`` for perturb); empty without repeats."""
+    ivs = getattr(res, "intervals", None) or {}
+    if not ivs:
+        return []
+    R = len(getattr(res, "repeats", None) or [])
+    out = [f"over {R} repeats (mean ± standard error, 95 % interval; bank and random choices redrawn, weights fixed):"]
+    for m, label in enumerate(getattr(res, "labels", None) or []):
+        parts = interval_lines(res, m)
+        for name, index, *label_ in extra:
+            iv = interval_at(ivs, name, m, *index)
+            if iv is not None:
+                what = label_[0] if label_ else f"{name}{list(index)}"
+                parts.append(f"{what} {fmt_interval(iv, 6)} (95 % CI {iv.lo:.6g} .. {iv.hi:.6g})")
+        if parts:
+            out.append(f"  {label}: " + "; ".join(parts))
+    return out
+
+
+def errorbars(ax: Any, xs: Sequence[float], res: Any, name: str) -> bool:
+    """Draw scalar ``name``'s mean and 95 % interval over the repeats at ``xs`` (one x per model) on a matplotlib
+    axis (black diamonds with caps, labelled for the legend); False when the result has no such intervals."""
+    ivs = [interval_at(getattr(res, "intervals", None), name, m) for m in range(len(xs))]
+    pts = [(x, iv) for x, iv in zip(xs, ivs, strict=True) if iv is not None and math.isfinite(iv.lo)]
+    if not pts:
+        return False
+    R = max(iv.n for _, iv in pts)
+    ax.errorbar([x for x, _ in pts], [iv.mean for _, iv in pts],
+                yerr=[[iv.mean - iv.lo for _, iv in pts], [iv.hi - iv.mean for _, iv in pts]], fmt="D", ms=3.5,
+                color="black", ecolor="black", capsize=4, lw=1.2, zorder=5,
+                label=f"mean and 95 % interval over {R} repeats")
+    return True

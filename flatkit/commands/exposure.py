@@ -20,3 +20,7 @@ def command(**params) -> None:
     echo_written([*written, *plot_exposure(ExposureResult.load(run.out_dir), run.out_dir / "exposure")])
     for m, label in enumerate(res.labels):
         click.echo(f"gap last step {res.gap_last[m]:.4g}, mean {res.gap_mean[m]:.4g} ({label})")
+    from flatkit.repeats import summary_lines
+
+    for line in summary_lines(res):  # --repeats
+        click.echo(line)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from flatkit.commands._common import analysis_command, analysis_setup, echo_written
+from flatkit.repeats import summary_lines
 from flatkit.settings import HessianSettings
 
 
@@ -31,6 +32,8 @@ def command(**params) -> None:
         return
     for m in range(len(res.labels)):
         click.echo(summary_line(res, m))
+    for line in summary_lines(res):  # --repeats
+        click.echo(line)
     written = list(res.save(run.out_dir))
     echo_written(written + plot_hessian(HessianResult.load(run.out_dir), run.out_dir))
 

@@ -101,6 +101,10 @@ def command(**params) -> None:
     echo_written(written)
     click.echo(f"landscape: {res.mode}, {res.n_evaluations} grid points in {res.wall_time_s:.1f} s; "
                f"L(θ) = {', '.join(f'{v:.6g}' for v in res.loss_centre)}")
+    from flatkit.repeats import summary_lines
+
+    for line in summary_lines(res):  # --repeats: L(θ) and the flatness number at the largest disc in the grid
+        click.echo(line)
 
 
 def _check_options(params: dict) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from flatkit.commands._common import analysis_command, analysis_setup, echo_written
+from flatkit.repeats import summary_lines
 from flatkit.settings import PerturbSettings
 
 
@@ -37,4 +38,7 @@ def command(**params) -> None:
         line += f" ± {res.std[m, -1]:.2g}"
         if s.worst:
             line += f", worst case {res.worst[m, -1]:.4g}"
+        click.echo(line)
+    at = f"at r = {r[-1]:g}"  # --repeats: ΔL at the largest radius
+    for line in summary_lines(res, [("mean", (-1,), f"ΔL random {at}"), ("worst", (-1,), f"ΔL worst {at}")]):
         click.echo(line)

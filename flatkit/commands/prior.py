@@ -18,3 +18,10 @@ def command(**params) -> None:
     saved = PriorResult.load(run.out_dir)
     echo_written([*written, *plot_prior(saved, run.out_dir / "prior"),
                   *plot_prior_samples(saved, run.out_dir / "prior_samples")])
+    import click
+
+    from flatkit.repeats import summary_lines
+
+    last, at = len(res.kind) - 1, f"μ = {res.mu[-1]:g}, s = {res.s[-1]:g}, η = {res.eta[-1]:g}"  # the last point
+    for line in summary_lines(res, [(k, (last,), f"{k} at {at}") for k in ("drift_mse", "loss_change", "distance")]):
+        click.echo(line)

@@ -23,3 +23,9 @@ def command(**params) -> None:
     saved = QuantizeResult.load(run.out_dir)
     echo_written([*written, *plot_quantize(saved, run.out_dir / "quantize"), *[p for ps in res.saved for p in ps],
                   *plot_quantize_samples(saved, run.out_dir / "quantize_samples")])
+    from flatkit.repeats import summary_lines
+
+    last = len(res.bits) - 1  # --repeats: the last bit width
+    for line in summary_lines(res, [(k, (last,), f"{k} at {res.bits[-1]} bits")
+                                    for k in ("loss_change", "drift_mse", "distance")]):
+        click.echo(line)

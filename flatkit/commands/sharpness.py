@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from flatkit.commands._common import analysis_command, analysis_setup, echo_written
+from flatkit.repeats import summary_lines
 from flatkit.settings import SharpnessSettings
 
 
@@ -32,3 +33,5 @@ def command(**params) -> None:
                  if res.kind == "average" else "")
         click.echo(f"{label}: {res.kind} sharpness (eps {res.eps:g}): {res.value[m]:.6g}{unit}{extra}; "
                    f"L(θ) = {res.loss0[m]:.6g}")
+    for line in summary_lines(res):  # --repeats
+        click.echo(line)

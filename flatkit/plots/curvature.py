@@ -73,6 +73,10 @@ def plot_summary(res: Any, path: str | Path) -> list[Path]:
                     se = res.trace_stderr[m] if res.trace_stderr[m] is not None else np.nan
                     ax.bar(m, res.trace[m], yerr=se if np.isfinite(se) else None, color=c, alpha=0.8, width=0.6,
                            capsize=3)
+            from flatkit.repeats import errorbars
+
+            if errorbars(ax, x + 0.2, res, "lambda_max" if panel == "eig" else "trace"):  # --repeats
+                ax.legend(frameon=False, loc="best", fontsize=7)
             ax.set_xticks(x, res.labels, rotation=20 if len(x) > 3 else 0, ha="right" if len(x) > 3 else "center")
             k = max((len(e) for e in res.eigenvalues), default=1)
             ax.set_ylabel(f"λ₁ (bar), λ₂ … λ{k} (ticks)" if panel == "eig" and k > 1 else

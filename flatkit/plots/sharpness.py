@@ -43,6 +43,10 @@ def plot_sharpness(res: Any, stem: str | Path, title: str | None = None) -> list
                 ax.plot(np.full(pv.size, x[m]) + np.linspace(-0.12, 0.12, pv.size), pv, "o", ms=3, color="0.15",
                         label="per restart" if m == 0 else None)
             ax.legend(frameon=False, loc="best")
+        from flatkit.repeats import errorbars
+
+        if errorbars(ax, x + 0.2, res, "value"):  # --repeats: beside the bar (repeat 0's value)
+            ax.legend(frameon=False, loc="best")
         for m, v in enumerate(vals):
             if np.isfinite(v):
                 ax.annotate(f"{v:.3g}", (x[m], v), textcoords="offset points", xytext=(0, 3), ha="center",

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from flatkit.repeats import Interval, fmt_interval, interval_at, separate
+from flatkit.repeats import Interval, fmt_interval, interval_at, separate, summarise
 from flatkit.report import collect as C
 
 #: where L(θ) came from (collect.bank_loss) -> the scalar of that result's intervals
@@ -19,9 +19,25 @@ LOSS_SCALAR = {"hessian": "loss", "sharpness": "loss0", "perturb": "loss0", "lan
                "quantize": "loss_fp"}
 
 
-def _iv(run: Any, name: str, scalar: str, *index: int) -> Interval | None:
+def _iv(run: Any, name: str, scalar: str, *index: int) -> tuple | None:
+    """(interval, per-repeat record) of entry ``index`` of model ``run.model``'s scalar in result ``name``."""
     res = run.results.get(name)
-    return None if res is None else interval_at(getattr(res, "intervals", None), scalar, run.model, *index)
+    if res is None:
+        return None
+    iv = interval_at(getattr(res, "intervals", None), scalar, run.model, *index)
+    if iv is None:
+        return None
+    per = []
+    for rec in getattr(res, "repeats", None) or []:
+        v = rec.get(scalar)
+        try:
+            for i in (run.model, *index):
+                v = v[i]
+            per.append(None if v is None else float(v))
+        except (IndexError, TypeError, ValueError):
+            per.append(None)
+    return iv, {"values": per, "seeds": [rec.get("seed") for rec in res.repeats or []],
+                "banks": [rec.get("bank_sha256") for rec in res.repeats or []]}
 
 
 def _index(values: Any, target: Any) -> int | None:
@@ -33,10 +49,10 @@ def _index(values: Any, target: Any) -> int | None:
 
 
 def cell_intervals(run: Any, row: dict, keys: list[str], landscape_radius: float | None = None,
-                   perturb_radius: float | None = None, prior_point: tuple | None = None) -> dict[str, Interval]:
-    """Column key -> the :class:`~flatkit.repeats.Interval` of the arm's number in that column (where its result
-    holds repeats)."""
-    out: dict[str, Interval | None] = {}
+                   perturb_radius: float | None = None, prior_point: tuple | None = None) -> dict[str, tuple]:
+    """Column key -> (the :class:`~flatkit.repeats.Interval` of the arm's number in that column, its per-repeat
+    values, seeds and bank hashes), where its result holds repeats."""
+    out: dict[str, tuple | None] = {}
     if row.get("loss_source") in LOSS_SCALAR:
         out["loss"] = _iv(run, row["loss_source"], LOSS_SCALAR[row["loss_source"]])
     out["lambda_max"] = _iv(run, "hessian", "lambda_max")
@@ -65,9 +81,21 @@ def attach(runs: list, rows: list[dict], keys: list[str], **where: Any) -> None:
     """Give each row ``<key>_interval`` for its cells with repeats; the cell's number becomes the mean over the
     repeats (so the table, the CSV and the interval agree)."""
     for run, row in zip(runs, rows, strict=True):
-        for k, iv in cell_intervals(run, row, keys, **where).items():
+        for k, (iv, per) in cell_intervals(run, row, keys, **where).items():
             row[f"{k}_interval"] = iv
+            row[f"{k}_repeats"] = per
             row[k] = iv.mean
+
+
+def paired(ra: dict, rb: dict, key: str) -> Interval | None:
+    """The interval of the per-repeat difference a − b when both arms were measured on the same repeats (the
+    same seeds and the same banks, so each repeat's bank and directions are shared: a paired comparison)."""
+    pa, pb = ra.get(f"{key}_repeats"), rb.get(f"{key}_repeats")
+    if not pa or not pb or pa["seeds"] != pb["seeds"] or pa["banks"] != pb["banks"] or len(pa["values"]) < 2:
+        return None
+    d = [a - b if a is not None and b is not None else None for a, b in zip(pa["values"], pb["values"], strict=True)]
+    iv = summarise(d)
+    return iv if iv.n >= 2 else None
 
 
 def cell(row: dict, key: str) -> str | None:
@@ -81,13 +109,20 @@ def separation_lines(columns: list, rows: list[dict]) -> list[str]:
     separate."""
     out = []
     for c in columns:
-        have = [(r["label"], r[f"{c.key}_interval"]) for r in rows if isinstance(r.get(f"{c.key}_interval"), Interval)]
-        for (la, a), (lb, b) in itertools.combinations(have, 2):
+        have = [r for r in rows if isinstance(r.get(f"{c.key}_interval"), Interval)]
+        for ra, rb in itertools.combinations(have, 2):
+            a, b = ra[f"{c.key}_interval"], rb[f"{c.key}_interval"]
             sep = separate(a, b)
-            verdict = ("the 95 % intervals separate" if sep else "the 95 % intervals overlap: no difference shown"
+            verdict = ("the 95 % intervals separate" if sep else "the 95 % intervals overlap"
                        if sep is False else "no interval (fewer than 2 finite repeats)")
-            out.append(f"{c.header}: {la} {fmt_interval(a)} [{a.lo:.4g}, {a.hi:.4g}] vs {lb} {fmt_interval(b)} "
-                       f"[{b.lo:.4g}, {b.hi:.4g}] (R = {a.n}, {b.n}): {verdict}")
+            line = (f"{c.header}: {ra['label']} {fmt_interval(a)} [{a.lo:.4g}, {a.hi:.4g}] vs {rb['label']} "
+                    f"{fmt_interval(b)} [{b.lo:.4g}, {b.hi:.4g}] (R = {a.n}, {b.n}): {verdict}")
+            d = paired(ra, rb, c.key)
+            if d is not None:
+                zero = "excludes 0" if d.lo > 0 or d.hi < 0 else "includes 0"
+                line += (f"; paired by repeat (same banks and seeds), {ra['label']} − {rb['label']} = "
+                         f"{fmt_interval(d)} [{d.lo:.4g}, {d.hi:.4g}]: the interval {zero}")
+            out.append(line)
     return out
 
 
@@ -101,4 +136,6 @@ def markdown(columns: list, rows: list[dict]) -> list[str]:
             "95 % interval is mean ± t(0.975, R − 1)·se. A repeat redraws the evaluation bank and the measure's "
             "own random choices (directions, probes, restarts, sample seeds) at the same weights: the interval "
             "is the uncertainty of the measurement, not seed-to-seed training variance (docs/methods.md, "
-            "\"Error bars\").", ""] + [f"- {x}" for x in lines] + [""]
+            "\"Error bars\"). Arms measured on the same repeats (same seeds, hence the same banks and directions) "
+            "are also compared repeat by repeat: the interval of the paired difference is narrower, because the "
+            "bank's shared part cancels.", ""] + [f"- {x}" for x in lines] + [""]
