@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "exposure": "Exposure bias: the norm of predicted noise along the sampling chain.",
     "quantize": "Weight quantization: loss change, sample drift, distribution distance.",
     "fid": "FID / KID of samples against a reference, with a user-supplied detector.",
+    "track": "Measures at every saved checkpoint of training runs, against the training step.",
     "figures": "Rebuild the paper's figures and tables from result files.",
     "report": "Write report.md / report.html / summary.csv / summary.tex from result folders.",
     "demo": "Train small models and write a flatness report (the paper in a box).",

@@ -481,6 +481,39 @@ class FidSettings(CommonSettings):
                                metavar="L", kind="int", min=1)
 
 
+#: the measures ``flatkit track`` takes at every checkpoint (each with its own command's settings)
+TRACK_MEASURES = ("hessian", "sharpness", "landscape", "perturb", "quantize")
+
+
+@dataclass(frozen=True)
+class TrackSettings(BankSettings):
+    """``flatkit track`` / :func:`flatkit.analyses.track.track`: measures at every saved checkpoint of training runs,
+    on one bank (and the same seeds: directions, probes) for every checkpoint and run."""
+
+    measures: tuple[str, ...] = setting(("hessian", "sharpness", "quantize"), "--measures", "Measures taken at "
+                                        "every checkpoint: hessian, sharpness, landscape, perturb, quantize (each "
+                                        "with its own command's options).", metavar="NAME[,...]", kind="strs")
+    weights: tuple[str, ...] = setting(("raw",), "--weights", "Weights of every checkpoint measured: raw, ema "
+                                       "(first rate), ema_<rate>, swa; a comma-separated list measures each.",
+                                       metavar="raw|ema|swa[,...]", kind="strs")
+
+    def validate(self) -> None:
+        if getattr(self, "repeats", 1) != 1:
+            raise UsageError(f"repeats {self.repeats}: not available in track (one draw per checkpoint, the same "
+                             "for every checkpoint)")
+        bad = [m for m in self.measures if m not in TRACK_MEASURES]
+        if bad:
+            raise UsageError(f"measures {bad[0]!r}: unknown measure (expected some of {', '.join(TRACK_MEASURES)})")
+        if not self.measures:
+            raise UsageError("measures: expected at least one measure")
+        if len(set(self.measures)) != len(self.measures):
+            raise UsageError(f"measures {','.join(self.measures)}: a measure is named twice")
+        if not self.weights:
+            raise UsageError("weights: expected at least one weights name")
+        if len(set(self.weights)) != len(self.weights):
+            raise UsageError(f"weights {','.join(self.weights)}: a weights name is given twice")
+
+
 #: every analysis: command name -> its settings class
 ANALYSES: dict[str, type[Settings]] = {
     "hessian": HessianSettings,
@@ -492,6 +525,7 @@ ANALYSES: dict[str, type[Settings]] = {
     "prior": PriorSettings,
     "quantize": QuantizeSettings,
     "fid": FidSettings,
+    "track": TrackSettings,
 }
 
 

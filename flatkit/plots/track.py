@@ -1,0 +1,119 @@
+"""Measures against the training step: one panel per scalar (λ_max, trace, ε-sharpness, quantisation drift, ...,
+L(θ)), one line per run and weights (``flatkit track``, and ``flatkit report`` / ``figures`` given checkpoints of
+one run at several steps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flatkit.plots.style import canonical_arm, colour, marker, save, style
+
+#: scalar key -> y label (quantize drift / loss change keys are per bit width, see :func:`scalar_label`)
+LABELS: dict[str, str] = {
+    "lambda_max": "λ_max (top Hessian eigenvalue)",
+    "trace": "Hessian trace",
+    "sharpness": "ε-sharpness",
+    "perturb_random": "ΔL, random directions",
+    "perturb_worst": "ΔL, worst-case direction",
+    "landscape_mean_dl": "mean ΔL over the landscape slice",
+    "loss": "L(θ) on the bank",
+}
+SHARPNESS_WORDS = {"keskar": "Keskar ε-sharpness (%)", "l2": "SAM worst-case ΔL (L2 ball)",
+                   "average": "average ΔL under N(0, σ²I)", "adaptive": "ASAM worst-case ΔL"}
+
+
+def scalar_label(key: str, settings: dict | None = None) -> str:
+    """The y label of one scalar (with the measure's parameters from ``settings``: measure -> settings dict)."""
+    settings = settings or {}
+    if key.startswith("quantize_drift_"):
+        return f"{key.split('_')[2][:-3]}-bit sample drift (MSE)"
+    if key.startswith("quantize_loss_change_"):
+        return f"ΔL, {key.split('_')[3][:-3]}-bit weights"
+    if key == "sharpness":
+        s = settings.get("sharpness") or {}
+        kind = s.get("kind", "keskar")
+        eps = s.get("eps")
+        eps = eps if eps is not None else {"keskar": 1e-3, "l2": 0.05, "average": 0.01, "adaptive": 0.05}.get(kind)
+        sym = {"keskar": "ε", "l2": "ρ", "average": "σ", "adaptive": "ρ"}.get(kind, "ε")
+        return f"{SHARPNESS_WORDS.get(kind, 'sharpness')}, {sym} = {eps:g}" if eps is not None else \
+            SHARPNESS_WORDS.get(kind, "sharpness")
+    if key.startswith("perturb_"):
+        radii = (settings.get("perturb") or {}).get("radii") or []
+        return LABELS[key] + (f", r = {max(radii):g}" if radii else "")
+    return LABELS.get(key, key)
+
+
+def line_label(run: str, weights: str) -> str:
+    """``+SAM`` with ``ema`` -> ``+SAM+EMA`` (the paper's arm), ``ADM`` with ``raw`` -> ``ADM``; else
+    ``run:weights`` when the weights are not raw."""
+    w = (weights or "raw").lower()
+    suffix = "+EMA" if w.startswith("ema") else "+SWA" if w.startswith("swa") else ""
+    if canonical_arm(run) is not None and (not suffix or canonical_arm(run + suffix) is not None):
+        return (suffix or "ADM") if canonical_arm(run) == "ADM" else canonical_arm(run) + suffix
+    return run if w == "raw" else f"{run}:{weights}"
+
+
+def default_keys(keys: list[str]) -> list[str]:
+    """The panels in order: λ_max, trace, sharpness, drift at the fewest bits, perturb, landscape, then L(θ)."""
+    drift = sorted((int(k.split("_")[2][:-3]), k) for k in keys if k.startswith("quantize_drift_"))
+    order = ["lambda_max", "trace", "sharpness", *([drift[0][1]] if drift else []), "perturb_random",
+             "perturb_worst", "landscape_mean_dl", "loss"]
+    return [k for k in order if k in keys]
+
+
+def plot_series(panels: list[tuple[str, dict[str, tuple[np.ndarray, np.ndarray]]]], stem: str | Path,
+                title: str | None = None) -> list[Path]:
+    """One panel per (y label, {line label: (steps, values)}); x the training step; log y where a panel's
+    positive values span more than a decade and a half. Writes ``<stem>.png`` and ``.pdf``."""
+    import matplotlib.pyplot as plt
+
+    n = len(panels)
+    ncol = 1 if n == 1 else 2 if n in (2, 4) else 3
+    nrow = -(-n // ncol)
+    names = list(dict.fromkeys(lab for _, lines in panels for lab in lines))
+    with style():
+        fig, axes = plt.subplots(nrow, ncol, figsize=(3.3 * ncol, 2.6 * nrow + 0.5), squeeze=False)
+        for ax, (ylabel, lines) in zip(axes.flat, panels, strict=False):
+            vals = []
+            for lab, (x, y) in lines.items():
+                i = names.index(lab)
+                ok = np.isfinite(y)
+                ax.plot(np.asarray(x)[ok], np.asarray(y)[ok], marker=marker(lab, i), ms=4, lw=1.4,
+                        color=colour(lab, i), label=lab)
+                vals.extend(np.asarray(y)[ok].tolist())
+            v = np.asarray(vals, dtype=float)
+            if v.size and (v > 0).all() and v.max() / v.min() > 30:
+                ax.set_yscale("log")
+            ax.set_xlabel("training step")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.25, lw=0.5)
+        for ax in list(axes.flat)[n:]:
+            ax.set_visible(False)
+        handles, labs = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labs, loc="lower center", ncol=min(len(labs), 6), frameon=False,
+                   bbox_to_anchor=(0.5, 0.0))
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout(rect=(0, 0.07 if nrow == 1 else 0.045, 1, 1))
+    return save(fig, stem)
+
+
+def plot_track(res: Any, stem: str | Path, keys: list[str] | None = None, title: str | None = None) -> list[Path]:
+    """The figure of a :class:`~flatkit.analyses.track.TrackResult`: each scalar against the training step, one
+    line per run and weights."""
+    found = list(dict.fromkeys(k for p in res.points for k, v in (p.get("scalars") or {}).items() if v is not None))
+    keys = keys or default_keys(found)
+    if not keys:
+        return []
+    panels = []
+    for k in keys:
+        series = res.series(k)
+        panels.append((scalar_label(k, res.settings), {line_label(r, w): xy for (r, w), xy in series.items()}))
+    if title is None:
+        cfg = (res.meta or {}).get("config", {}).get("track", {})
+        title = (f"Along training: bank of {cfg.get('n_eval')} (x0, t, ε) from {cfg.get('data')}, seed "
+                 f"{cfg.get('seed')}, the same for every checkpoint") if cfg else None
+    return plot_series(panels, stem, title)
