@@ -200,8 +200,10 @@ def run_task(task: Task) -> Any:
         res = fn(run, labels=labels, settings=s, device=dev)
     else:
         from flatkit.analyses.hessian import hessian
+        from flatkit.data.holdout import bank_data
 
-        obj = flatkit.Objective(run, data=s.data, n=s.n_eval, seed=s.seed, loss=s.loss, batch_size=s.batch_size)
+        obj = flatkit.Objective(run, data=bank_data(run, s.data, s.bank), n=s.n_eval, seed=s.seed, loss=s.loss,
+                                batch_size=s.batch_size)
         if task.name == "landscape":
             res = flatkit.landscape(obj, labels=labels, settings=s, out=task.out, resume=task.resume)
         else:
@@ -210,6 +212,10 @@ def run_task(task: Task) -> Any:
     own = dict(res.meta or {})
     res.meta = make_meta(config=s, runs=[run], labels=labels, device=dev, wall_time_s=time.perf_counter() - t0)
     res.meta.update(own)
+    if task.name not in ("prior", "exposure", "quantize"):  # L(θ) on the held-out items beside L(θ) on the bank
+        from flatkit.data.holdout import holdout_meta
+
+        res.meta["holdout"] = holdout_meta([run], s)
     res.save(task.out)
     return res
 

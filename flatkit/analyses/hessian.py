@@ -55,6 +55,11 @@ class HessianResult(Result):
     meta: dict = field(default_factory=dict)
 
     @property
+    def L_theta(self) -> list:
+        """L(θ_m) of each model on the result's bank (the loss-based results' common name: ``loss``)."""
+        return list(self.loss)
+
+    @property
     def lambda_max(self) -> list[float]:
         """λ_max of each model (NaN when top eigenvalues were not computed)."""
         return [float(e[0]) if e else math.nan for e in self.eigenvalues]

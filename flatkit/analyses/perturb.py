@@ -56,6 +56,11 @@ class PerturbResult(Result):
     wall_time_s: float = 0.0
     meta: dict = field(default_factory=dict)
 
+    @property
+    def L_theta(self) -> list:
+        """L(θ_m) of each model on the result's bank (the loss-based results' common name: ``loss0``)."""
+        return list(self.loss0)
+
     @classmethod
     def load(cls, directory: Any, name: str | None = None) -> PerturbResult:
         res = super().load(directory, name)

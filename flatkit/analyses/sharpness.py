@@ -84,6 +84,11 @@ class SharpnessResult(Result):
     wall_time_s: float = 0.0
     meta: dict = field(default_factory=dict)
 
+    @property
+    def L_theta(self) -> list:
+        """L(θ_m) of each model on the result's bank (the loss-based results' common name: ``loss0``)."""
+        return list(self.loss0)
+
 
 def _gen(seed: int) -> torch.Generator:
     g = torch.Generator(device="cpu")

@@ -416,7 +416,10 @@ def load_models(ckpts: Any, compare: Any = (), labels: str | None = None, weight
 def objectives_for(models: Models, s: Any) -> list:
     """One objective per model on ONE frozen bank (the first model's data unless ``--data``), from the bank
     settings ``s`` (data, n_eval, seed, batch_size, loss)."""
-    obj = make_objective(models.runs[0], data=s.data, n=s.n_eval, seed=s.seed, loss=s.loss,
+    from flatkit.data.holdout import bank_data
+
+    data = bank_data(models.runs[0], s.data, getattr(s, "bank", "train"))  # --bank: a side of a held-out split
+    obj = make_objective(models.runs[0], data=data, n=s.n_eval, seed=s.seed, loss=s.loss,
                          batch_size=s.batch_size, **({"include": list(s.include) or None,
                                                       "exclude": list(s.exclude) or None,
                                                       "t_bins": s.per_timestep}
@@ -536,6 +539,10 @@ class AnalysisSetup:
                               data_fingerprint=getattr(self.objectives[0].config, "data_fingerprint", None)))
         if self.precision is not None:
             meta["precision"] = self.precision
+        if hasattr(self.settings, "bank") and self.objectives:  # L(θ) on the held-out items beside L(θ) on the bank
+            from flatkit.data.holdout import holdout_meta
+
+            meta["holdout"] = holdout_meta(self.models.runs, self.settings)
         return meta
 
 

@@ -191,3 +191,46 @@ def holdout_summary(record: dict | None) -> dict | None:
     if record is None:
         return None
     return {k: v for k, v in record.items() if k != "indices"}
+
+
+def holdout_meta(runs: list, settings: Any) -> dict:
+    """What a loss-based result records of the held-out split (``meta["holdout"]``): with ``--bank train`` and a
+    first model trained with ``--holdout`` on the bank's data, L(θ) of every model on a bank of the held-out items
+    drawn as the analysis bank is (same seed, loss and t bins; ``min(n_eval, held-out items)`` items), so it
+    stands beside L(θ) on the bank; a model whose run held other items out gets None. Otherwise the reason there is
+    no held-out loss. Keys: ``bank``, ``loss`` (per model, or None), ``n``, ``split`` (the record without its
+    indices), ``reason``."""
+    bank = getattr(settings, "bank", "train")
+    out: dict = {"bank": bank, "loss": None, "n": None, "split": None, "reason": None}
+    rec = run_holdout(runs[0]) if runs else None
+    if bank == "holdout":
+        out["split"] = holdout_summary(rec)
+        out["reason"] = "the bank itself is drawn from the held-out items (--bank holdout): L(θ) is the held-out loss"
+        return out
+    if rec is None:
+        out["reason"] = ("the model was trained without flatkit train --holdout" if getattr(runs[0], "path", None)
+                         else "the model records no training data split")
+        return out
+    data = getattr(settings, "data", None)
+    held = bank_data(runs[0], data, "train")
+    if not isinstance(held, Split):
+        out["reason"] = f"the bank's data ({data}) is not the data the run held items out of ({rec['data']})"
+        return out
+    held = Split(held.dataset, rec, "holdout")
+    from flatkit.objective import Objective
+
+    n = min(int(getattr(settings, "n_eval", 128)), len(held))
+    obj = Objective(runs[0], data=held, n=n, seed=int(getattr(settings, "seed", 0)),
+                         loss=getattr(settings, "loss", "auto"), batch_size=int(getattr(settings, "batch_size", 64)),
+                         t_bins=getattr(settings, "per_timestep", None))
+    losses = []
+    for m, r in enumerate(runs):
+        mine = run_holdout(r)
+        if mine is None or mine.get("sha256") != rec["sha256"]:
+            losses.append(None)  # its run held other items out (or none): this bank is not held out for it
+            continue
+        o = obj if m == 0 else obj.for_run(r)
+        v = float(o.loss())
+        losses.append(v if math.isfinite(v) else None)
+    out.update(loss=losses, n=n, split=holdout_summary(rec))
+    return out

@@ -34,6 +34,7 @@ from flatkit.analyses.directions import (
 from flatkit.analyses.landscape.evaluate import (
     calibrate,
     check_mode,
+    loss_float64,
     losses_sequential,
     losses_vmap,
 )
@@ -63,6 +64,7 @@ class LandscapeResult(Result):
     done: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     labels: list = field(default_factory=list)
     loss_centre: list = field(default_factory=list)  # L_m(θ_m) at (0, 0), from the grid
+    loss0: list = field(default_factory=list)  # L_m(θ_m) evaluated at θ_m itself (also when the grid misses 0)
     directions: str = "random"
     norm: str = "filter"
     bias: str = "zero"
@@ -81,6 +83,11 @@ class LandscapeResult(Result):
     n_evaluations: int = 0
     wall_time_s: float = 0.0
     meta: dict = field(default_factory=dict)
+
+    @property
+    def L_theta(self) -> list:
+        """L(θ_m) of each model on the result's bank (the loss-based results' common name: ``loss0``)."""
+        return list(self.loss0)
 
     @property
     def coords(self) -> tuple[np.ndarray, ...]:
@@ -358,6 +365,7 @@ def _finish(res: LandscapeResult, grid_objs: list, ax: np.ndarray, n_eval: int, 
     centre = tuple(int(np.argmin(np.abs(ax))) for _ in range(res.dims))
     res.loss_centre = [float(res.values[(m, *centre)]) if ax[centre[0]] == 0.0 else float("nan")
                        for m in range(len(grid_objs))]
+    res.loss0 = [loss_float64(o, _theta(o)) for o in grid_objs]  # L(θ) itself, whatever the grid
     res.n_evaluations = n_eval
     res.meta["batch_points_used"] = batch_points_used
     res.meta["precision"] = getattr(grid_objs[0], "precision", "fp32")

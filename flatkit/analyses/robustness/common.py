@@ -53,20 +53,24 @@ def paired_drift(x: torch.Tensor, y: torch.Tensor) -> dict[str, float | None]:
 
 
 def diffusion_bank(
-    spec: str, n: int, seed: int, num_timesteps: int, shape: Sequence[int] | None = None, ckpt: Any = None
+    spec: str, n: int, seed: int, num_timesteps: int, shape: Sequence[int] | None = None, ckpt: Any = None,
+    run: Any = None, bank: str = "train",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The frozen bank (x0, t, ε) of :class:`flatkit.objective.Objective` with the same (spec, n, seed).
 
     Drawn in the Objective's order from one generator: items (randperm), t (stratified over [0, T)), then
     ε, so
-    the unperturbed loss on it equals ``Objective(run, data=spec, n=n, seed=seed).loss()`` (tested).
+    the unperturbed loss on it equals ``Objective(run, data=spec, n=n, seed=seed).loss()`` (tested). With ``run``,
+    ``bank`` picks a side of its held-out split (:func:`flatkit.data.holdout.bank_data`).
     """
     from flatkit import budget
     from flatkit.data import load_dataset
     from flatkit.data.fit import check_fits
+    from flatkit.data.holdout import bank_data
     from flatkit.objective import stratified_timesteps
 
-    ds = load_dataset(spec)
+    ds = bank_data(run, spec, bank) if run is not None else spec
+    ds = load_dataset(ds) if isinstance(ds, str) else ds
     if n > len(ds):
         raise UsageError(f"n_eval {n}: exceeds the {len(ds)} items of {spec}")
     check_fits(ds.sample_shape, shape, spec, ckpt)

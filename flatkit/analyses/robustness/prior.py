@@ -227,7 +227,8 @@ def prior(
         spec = data_spec(r, s.data)
         res.data.append(spec)
         ref = reference_samples(spec, s.n_ref, s.seed + 1, shape, r.path)
-        bank = diffusion_bank(spec, s.n_eval, s.seed, int(r.diffusion.num_timesteps), shape, r.path)
+        bank = diffusion_bank(spec, s.n_eval, s.seed, int(r.diffusion.num_timesteps), shape, r.path, run=r,
+                              bank=s.bank)
         diff = respaced(r.diffusion, cfg)
         dev = device if device is not None else next(r.model.parameters()).device
         entry: dict[str, list] = {k: [] for k in PER_MODEL}

@@ -194,6 +194,11 @@ class QuantizeResult(PreviewsResult):
     previews: Any = None  # (M, 1 + len(bits), k, H, W, C) uint8: full precision then each bit width
     meta: dict = field(default_factory=dict)
 
+    @property
+    def L_theta(self) -> list:
+        """L(θ_m) of each model on the result's bank, at full precision (the common name of ``loss_fp``)."""
+        return list(self.loss_fp)
+
 
 PER_BITS = ("weight_rel_error", "weight_max_abs_error", "weight_max_error_over_half_step", "weight_mse", "loss",
             "loss_change", "drift_mse", "drift_psnr", "distance", "fd_pix", "saved")
@@ -251,7 +256,10 @@ def quantize(
     from flatkit import budget
 
     budget.check_samples(s.n, shape, copies=len(s.bits) + 1)  # the samples of every bit width
-    obj0 = Objective(runs[0], data=spec, n=s.n_eval, seed=s.seed, batch_size=s.batch_size, loss=s.loss)
+    from flatkit.data.holdout import bank_data
+
+    obj0 = Objective(runs[0], data=bank_data(runs[0], spec, s.bank), n=s.n_eval, seed=s.seed, batch_size=s.batch_size,
+                     loss=s.loss)
     res = QuantizeResult(bits=list(s.bits), granularity=s.granularity, labels=labels, data=spec,
                          distance_name=distance_names(pool)["sw2"])
     previews = []
