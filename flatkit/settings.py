@@ -197,7 +197,7 @@ def takes(cls: type, skip: Sequence[str] = ()) -> Callable:
 
 
 #: the bank fields an objective-based analysis records but does not take (the objective owns its bank)
-BANK_FIELDS = ("data", "n_eval", "batch_size", "loss")
+BANK_FIELDS = ("data", "n_eval", "batch_size", "loss", "bank")
 
 
 # --------------------------------------------------------------------------------------------- shared groups
@@ -245,6 +245,10 @@ class BankSettings(DataSettings):
                         "surrogate of it (hybrid-surrogate: the mean detached in the VLB term), or what the "
                         "diffusion trains with, hybrid for learned σ (auto).", kind="choice",
                         choices=("auto", "mse", "hybrid", "hybrid-surrogate"))
+    bank: str = setting("train", "--bank", "Which items of the data the bank is drawn from, for a model trained with "
+                        "flatkit train --holdout on this data: the items training saw (train) or the held-out ones "
+                        "(holdout). Without a held-out split, train is the whole data.", kind="choice",
+                        choices=("train", "holdout"))
     repeats: int = _repeats_setting()
 
 
