@@ -362,6 +362,24 @@ def _preset_help() -> str:
     show_default=True,
     help="Respaced ancestral DDPM steps for those samples.",
 )
+@click.option(
+    "--sample-every",
+    metavar="N",
+    type=Number(int, 0),
+    default=0,
+    show_default=True,
+    help="Also draw that grid every N steps into DIR/samples/step_<N>.png (and TensorBoard); 0: off.",
+)
+@click.option(
+    "--log",
+    "log",
+    metavar="jsonl|csv|tensorboard",
+    multiple=True,
+    default=("jsonl",),
+    show_default=True,
+    help="Where metrics go, comma-separated or repeated: DIR/metrics.jsonl always, csv adds DIR/metrics.csv, "
+    "tensorboard DIR/tensorboard/ (pip install 'flatkit[tensorboard]').",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out up to --steps.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -399,6 +417,8 @@ def command(
     log_every: int,
     sample_count: int,
     sample_steps: int,
+    sample_every: int,
+    log: tuple[str, ...],
     resume: bool,
     overwrite: bool,
     quiet: bool,
@@ -406,6 +426,7 @@ def command(
     """Train a DDPM (plain, SAM/ASAM, EMA, SWA, input perturbation)."""
     from flatkit import distributed as dist
     from flatkit.commands._common import resolve_out_dir
+    from flatkit.train.loggers import parse_log
     from flatkit.train.trainer import TrainConfig, train
 
     dist.setup_command("train", click.get_current_context().params)  # torchrun: join, same options
@@ -445,6 +466,8 @@ def command(
         log_every=log_every,
         sample_count=sample_count,
         sample_steps=sample_steps,
+        sample_every=sample_every,
+        log=parse_log(log),
     )
     if resume:
         # Options not given on the command line keep the run's values; given ones must match (or be
@@ -467,7 +490,21 @@ def command(
     click.echo(f"wrote {path}")
     for name in ("train.json", "metrics.jsonl", *(("holdout.json",) if holdout is not None else ())):
         click.echo(f"wrote {out_dir / name}")
+    _echo_watch_files(out_dir, cfg)
     if sample_count > 0 and (out_dir / "samples.png").exists():
         click.echo(
             f"wrote {out_dir / 'samples.png'} ({sample_count} DDPM-{sample_steps} samples per weight set)"
         )
+
+
+def _echo_watch_files(out_dir, cfg) -> None:
+    """The --log and --sample-every outputs, with the command that shows TensorBoard's."""
+    from flatkit.train.loggers import CSV_NAME, SAMPLES_DIR, TENSORBOARD_DIR
+
+    log = cfg.log if isinstance(cfg.log, (list, tuple)) else [cfg.log]
+    if "csv" in log and (out_dir / CSV_NAME).exists():
+        click.echo(f"wrote {out_dir / CSV_NAME}")
+    if "tensorboard" in log and (out_dir / TENSORBOARD_DIR).is_dir():
+        click.echo(f"wrote {out_dir / TENSORBOARD_DIR}/ (view: tensorboard --logdir {out_dir / TENSORBOARD_DIR})")
+    if (out_dir / SAMPLES_DIR).is_dir():
+        click.echo(f"wrote {out_dir / SAMPLES_DIR}/step_*.png (every {cfg.sample_every} steps)")

@@ -198,8 +198,8 @@ def tensorboard_tag(key: str) -> str:
         return _TAGS[key]
     if key.startswith("ema_"):
         return f"averaging/{key}"
-    if key.startswith("loss_"):
-        return f"loss/{key[5:]}"
+    if "loss" in key:
+        return f"loss/{key}"
     if key.startswith("sam_"):
         return f"sam/{key[4:]}"
     return f"metrics/{key}"
@@ -223,6 +223,7 @@ class TensorBoardLogger(Logger):
                 f"log tensorboard: the tensorboard package is not installed ({TENSORBOARD_HINT})"
             ) from None
         purge = None if resume_step is None else int(resume_step) + 1
+        (Path(out) / TENSORBOARD_DIR).mkdir(parents=True, exist_ok=True)
         self.writer = writer_class(log_dir=str(Path(out) / TENSORBOARD_DIR), purge_step=purge)
 
     def log_metrics(self, record: dict[str, Any]) -> None:

@@ -19,11 +19,13 @@ Output folder::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +39,10 @@ from flatkit.config import DiffusionConfig, ModelConfig, RunConfig, config_hash
 from flatkit.data.holdout import holdout_summary
 from flatkit.errors import FlatkitError, UsageError
 from flatkit.results import atomic_write_text, jsonable
-from flatkit.train.averaging import EMA, SWA
-from flatkit.train.metrics import MetricsWindow, append_metrics, truncate_metrics
-from flatkit.train.sam import SAM
+from flatkit.train.averaging import EMA, SWA, ema_name
+from flatkit.train.loggers import CSV_NAME, SAMPLES_DIR, TENSORBOARD_DIR, Logger, Loggers, read_png
+from flatkit.train.metrics import MetricsWindow, truncate_metrics
+from flatkit.train.sam import SAM, global_norm
 from flatkit.train.schedules import RHO_SCHEDULES, lr_at, rho_at
 from flatkit.train.step import AMP_MODES, Batch, StepResult, train_step
 from flatkit.train.timestep_sampler import TIMESTEP_SAMPLERS, create_timestep_sampler
@@ -54,6 +57,8 @@ RESUMABLE_CHANGES = (
     "threads",
     "sample_count",
     "sample_steps",
+    "sample_every",
+    "log",  # where metrics go besides metrics.jsonl (a resume may add csv / tensorboard)
     "sam_sync",  # how ranks share the SAM ascent step under torchrun (see flatkit/distributed.py)
 )
 
@@ -100,6 +105,8 @@ class TrainConfig:
     log_every: int = 50
     sample_count: int = 64  # samples drawn into DIR/samples.png after training (0: none)
     sample_steps: int = 100  # ancestral DDPM steps (respaced) for those samples
+    sample_every: int = 0  # also draw that grid every N steps into DIR/samples/ (and TensorBoard); 0: off
+    log: list[str] = field(default_factory=lambda: ["jsonl"])  # jsonl (always), csv, tensorboard (loggers.py)
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -149,8 +156,11 @@ def _check_numbers(cfg: TrainConfig) -> None:
         _positive(name, getattr(cfg, name))
     for name in ("lr",):
         _positive(name, getattr(cfg, name))
-    for name in ("weight_decay", "warmup", "grad_clip", "sam_rho", "ip_gamma", "rho_warmup", "sample_count"):
+    for name in ("weight_decay", "warmup", "grad_clip", "sam_rho", "ip_gamma", "rho_warmup", "sample_count",
+                 "sample_every"):
         _positive(name, getattr(cfg, name), allow_zero=True)
+    if cfg.sample_every > 0 and cfg.sample_count == 0:
+        raise UsageError(f"sample_every {cfg.sample_every}: needs --samples N > 0 (the grid it draws)")
     _positive("sam_eta", cfg.sam_eta)
     _positive("holdout_seed", cfg.holdout_seed, allow_zero=True)
     if cfg.threads is not None:
@@ -181,6 +191,9 @@ def _check_choices(cfg: TrainConfig) -> None:
         )
     if (cfg.sam_adaptive or cfg.rho_schedule != "constant") and cfg.sam_rho == 0:
         raise UsageError("sam_adaptive / --rho-schedule: need --sam-rho > 0")
+    from flatkit.train.loggers import check_log
+
+    cfg.log = check_log(cfg.log)  # a copy made by validate_config: normalised, tensorboard refused if missing
 
 
 def _with_normalised_data(cfg: TrainConfig) -> TrainConfig:
@@ -317,6 +330,8 @@ def _check_foreign_files(out: Path, resume: bool, overwrite: bool) -> None:
 
 def _is_run_file(name: str) -> bool:
     """A file flatkit train writes (checkpoints, its json, metrics, sample grids, temp files)."""
+    if name in (CSV_NAME, TENSORBOARD_DIR, SAMPLES_DIR):  # the --log and --sample-every outputs
+        return True
     return (name in RUN_FILES or name == "holdout.json" or name.endswith(".tmp")
             or (name.startswith("ckpt") and name.endswith(".pt"))
             or (name.startswith(("samples", ".ckpt", ".train", ".metrics")) and "." in name))
@@ -338,6 +353,23 @@ def _clear_run_files(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
     for p in out.glob("ckpt_*.pt"):
         p.unlink()
+    _clear_watch_files(out)
+
+
+def _clear_watch_files(out: Path, after_step: int | None = None) -> None:
+    """metrics.csv, the TensorBoard event files and the sample grids of DIR/samples/ (with ``after_step``: only
+    the grids of later steps, which a resumed run draws again); folders left empty are removed."""
+    if after_step is None:
+        (out / CSV_NAME).unlink(missing_ok=True)
+        for p in (out / TENSORBOARD_DIR).glob("events.out.tfevents.*"):
+            p.unlink()
+    for p in (out / SAMPLES_DIR).glob("step_*.png"):
+        step = p.stem[len("step_"):]
+        if after_step is None or (step.isdigit() and int(step) > after_step):
+            p.unlink()
+    for d in (out / TENSORBOARD_DIR, out / SAMPLES_DIR):
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -351,11 +383,14 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    loggers: Sequence[Logger] = (),
 ) -> Path:
     """Train (or continue training) a DDPM; returns the path of the final checkpoint ``DIR/ckpt.pt``.
 
     All input is checked before anything is written; bad input raises :class:`UsageError`.
     ``config.threads`` sets torch's CPU thread count for the duration of the call only.
+    ``loggers``: custom :class:`flatkit.train.loggers.Logger` objects that receive every metrics record and
+    sample grid besides the ``config.log`` ones (on the writing rank only).
     """
     threads_before = torch.get_num_threads()
     threads = config.threads
@@ -366,7 +401,7 @@ def train(
     if threads is not None and threads > 0:
         torch.set_num_threads(int(threads))
     try:
-        return _train(config, out_dir, resume, overwrite, progress)
+        return _train(config, out_dir, resume, overwrite, progress, loggers)
     finally:
         torch.set_num_threads(threads_before)
 
@@ -392,6 +427,8 @@ class _Training:
     window: MetricsWindow
     step: int = 0
     elapsed: float = 0.0
+    watch: Loggers = field(default_factory=lambda: Loggers([]))  # where records go (none off the writing rank)
+    preview: Any = None  # preview(out, file): the sample grid of every weight set into DIR/file
 
     def rho(self, at_step: int) -> float:
         """SAM's radius at ``at_step`` (0 without SAM)."""
@@ -399,7 +436,10 @@ class _Training:
         return rho_at(at_step, cfg.sam_rho, cfg.rho_schedule, cfg.rho_warmup) if self.sam is not None else 0.0
 
 
-def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bool, progress: bool) -> Path:
+def _train(
+    config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bool, progress: bool,
+    loggers: Sequence[Logger] = (),
+) -> Path:
     from flatkit.data import load_dataset
     from flatkit.diffusion import create_diffusion
 
@@ -441,13 +481,28 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
         if holdout is not None:
             atomic_write_text(out / "holdout.json", json.dumps(holdout) + "\n")
 
-    lr, rho = _run_steps(tr, diffusion, shard, dataset, device, progress)
-    if tr.window.steps > 0:
-        _log_line(tr, tr.step, lr, rho, partial=True)  # after the checkpoint, which keeps the window's sums
+    tr.preview = functools.partial(_write_preview, tr.model, model_cfg, diffusion_cfg, tr.ema, tr.swa, cfg,
+                                   dataset, device)
+    if main:
+        tr.watch = _open_loggers(tr, ckpt, loggers)
+    try:
+        lr, rho = _run_steps(tr, diffusion, shard, dataset, device, progress)
+        if tr.window.steps > 0:
+            _log_line(tr, tr.step, lr, rho, partial=True)  # after the checkpoint, which keeps the window's sums
 
-    if cfg.sample_count > 0 and main:
-        _write_preview(tr.model, model_cfg, diffusion_cfg, tr.ema, tr.swa, cfg, dataset, device, out)
+        if cfg.sample_count > 0 and main:
+            tr.preview(out)
+    finally:
+        tr.watch.close()
     return out / "ckpt.pt"
+
+
+def _open_loggers(tr: _Training, ckpt: dict | None, extra: Sequence[Logger]) -> Loggers:
+    """The ``--log`` loggers and ``extra`` ones; a resumed run first drops the sample grids past its checkpoint."""
+    resume_step = None if ckpt is None else int(ckpt["step"])
+    if resume_step is not None:
+        _clear_watch_files(tr.out, after_step=resume_step)
+    return Loggers.open(tr.cfg.log, tr.out, resume_step, extra)
 
 
 def _training_data(cfg: TrainConfig, dataset: Any) -> tuple[Any, dict | None]:
@@ -583,10 +638,33 @@ def _log_line(tr: _Training, at_step: int, lr: float, rho: float, partial: bool)
     """One record of DIR/metrics.jsonl: the metrics window's summary at ``at_step``."""
     if not tr.main:
         return
-    rec = {"step": at_step, **tr.window.summary(), "lr": lr, "rho": rho, "wall_time": tr.elapsed}
+    rec = {"step": at_step, **tr.window.summary(), "lr": lr, "rho": rho, "wall_time": tr.elapsed,
+           **_averaging_metrics(tr, at_step)}
     if partial:
         rec["partial"] = True
-    append_metrics(tr.out / "metrics.jsonl", rec)
+    # every record goes through tr.watch (not append_metrics): metrics.jsonl first (the source of truth), then
+    # the --log csv / tensorboard views and custom loggers
+    tr.watch.log_metrics(rec)
+
+
+@torch.no_grad()
+def _averaging_metrics(tr: _Training, at_step: int) -> dict:
+    """EMA / SWA bookkeeping: per EMA rate the rate of its last update (``ema_<r>_rate``, with the warm-up) and
+    ``ema_<r>_dist`` = ||w_ema - w||_2 over the parameters; ``swa_n`` (weight sets averaged) and ``swa_dist``."""
+    params = dict(tr.model.named_parameters())
+    out: dict[str, Any] = {}
+    for r, shadow in zip(tr.ema.rates, tr.ema.shadow, strict=True):
+        out[f"{ema_name(r)}_rate"] = tr.ema.rate_at(r, at_step)
+        out[f"{ema_name(r)}_dist"] = _dist(shadow, params)
+    if tr.swa is not None:
+        out["swa_n"] = tr.swa.n
+        out["swa_dist"] = _dist(tr.swa.mean, params) if tr.swa.n else None
+    return out
+
+
+def _dist(avg: dict[str, torch.Tensor], params: dict[str, torch.Tensor]) -> float:
+    """||avg - w||_2 over the parameters, in float64."""
+    return float(global_norm([avg[n].double() - p.detach().double() for n, p in params.items()]))
 
 
 def _run_steps(
@@ -664,8 +742,18 @@ def _after_step(tr: _Training, res: StepResult, lr: float, rho: float) -> None:
             f"training diverged at step {step} (loss {res.loss}); the last good "
             f"checkpoint is {tr.out / 'ckpt.pt'} (try a smaller --lr or --sam-rho)"
         )
+    if cfg.sample_every and step % cfg.sample_every == 0 and tr.main:
+        _periodic_samples(tr, step)
     if step % cfg.save_every == 0 or step == cfg.steps:
         _save(tr, step)
+
+
+def _periodic_samples(tr: _Training, step: int) -> None:
+    """``--sample-every``: DIR/samples/step_<step>.png (the panels of samples.png), also handed to the loggers."""
+    name = f"{SAMPLES_DIR}/step_{step:07d}.png"
+    (tr.out / SAMPLES_DIR).mkdir(exist_ok=True)
+    tr.preview(tr.out, name)
+    tr.watch.log_image(step, "samples", read_png(tr.out / name))
 
 
 def _hashed(cfg: TrainConfig) -> dict:
@@ -709,8 +797,10 @@ def _write_preview(
     dataset,
     device: torch.device,
     out: Path,
+    file: str = "samples.png",
 ) -> None:
-    """DIR/samples.png: one panel per weight set (raw, each EMA rate, SWA), same x_T, on a separate copy."""
+    """DIR/samples.png (or DIR/file): one panel per weight set (raw, each EMA rate, SWA), same x_T, on a separate
+    copy."""
     from flatkit.models.presets import build_model
     from flatkit.train.preview import draw_samples, save_panels, save_point_panels
 
@@ -727,6 +817,6 @@ def _write_preview(
             net, diffusion_cfg, shape, dataset.kind, cfg.sample_count, cfg.sample_steps, cfg.seed, device
         ).cpu()
     if dataset.kind == "image":
-        save_panels(panels, out / "samples.png", upscale=max(1, 64 // shape[-1]))
+        save_panels(panels, out / file, upscale=max(1, 64 // shape[-1]))
     else:
-        save_point_panels(panels, dataset.get(torch.arange(min(len(dataset), 2000))), out / "samples.png")
+        save_point_panels(panels, dataset.get(torch.arange(min(len(dataset), 2000))), out / file)
