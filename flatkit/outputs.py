@@ -253,6 +253,18 @@ def _owned(d: Path, name: str, prefixes: tuple[str, ...]) -> list[str]:
     return sorted(p.name for p in d.iterdir() if not p.name.startswith(".") and p.name.startswith(pre))
 
 
+#: settings added after results were first written, with the value that reproduces a result recorded without
+#: them (``--repeats 1`` is the run without repeats): a result lacking the key holds that value
+LATER_SETTINGS: dict[str, Any] = {"repeats": 1}
+
+
+def _later_defaults(recorded: Any, config: Any) -> Any:
+    """The recorded settings with the :data:`LATER_SETTINGS` they predate filled in (where ``config`` has them)."""
+    if not isinstance(recorded, dict) or not isinstance(config, dict):
+        return recorded
+    return {**{k: v for k, v in LATER_SETTINGS.items() if k in config and k not in recorded}, **recorded}
+
+
 def decide(out: str | os.PathLike, name: str, *, config: Any, identity: list, overwrite: bool = False,
            prefixes: tuple[str, ...] = (), option: str = "--out", one_checkpoint: bool = True) -> OutState:
     """The policy (module docstring) for the command ``name`` writing ``<name>.json`` into ``out``: ``config`` the
@@ -282,7 +294,7 @@ def decide(out: str | os.PathLike, name: str, *, config: Any, identity: list, ov
             raise UsageError(f"{option} {out}: holds a corrupt or foreign {name}.json{tail}")
         recorded = checkpoints_identity(meta)
         same_inputs = _canon(recorded) == _canon(identity)
-        same_config = _canon(meta.get("config")) == _canon(config)
+        same_config = _canon(_later_defaults(meta.get("config"), config)) == _canon(config)
         if overwrite:
             return OutState(d, "overwrite", mine)
         if same_config and not recorded and identity:  # an unfinished result (a landscape grid saved block by

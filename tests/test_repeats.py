@@ -113,6 +113,11 @@ def test_repeats_1_is_todays_run_bit_for_bit_cli(ckpt, tmp_path):
     assert "intervals" not in ja and "repeats" not in ja and "intervals" not in jb
     assert _numbers(ja) == _numbers(jb)
     assert ja["meta"]["config"]["repeats"] == 1 and "repeats" not in ja["meta"]
+    # a result written before --repeats existed (no "repeats" in its settings) is the same settings as R = 1
+    del ja["meta"]["config"]["repeats"]
+    (a / "hessian.json").write_text(json.dumps(ja))
+    r = CliRunner().invoke(main, ["hessian", ckpt, *HESSIAN, "--out", str(a)])
+    assert r.exit_code == 0 and "reusing" in r.output, r.output
 
 
 def test_repeats_api_r1_identical_and_r3_draws_the_documented_banks(ckpt):
