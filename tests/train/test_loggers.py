@@ -12,7 +12,10 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import re
+import shlex
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,6 +36,7 @@ CFG = TrainConfig(
     log=["jsonl", "csv", "tensorboard"],
 )
 WALL = ("wall_time", "steps_per_s")
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_parse_log():
@@ -235,3 +239,27 @@ def test_custom_logger_from_the_api(tmp_path):
     train(cfg, tmp_path / "run", progress=False, loggers=[c])
     assert c.steps == [1, 2] and c.images == [(2, "samples", 3)] and c.closed
     assert not (tmp_path / "run" / "metrics.csv").exists() and not (tmp_path / "run" / "tensorboard").exists()
+
+
+def _section(page, title):
+    text = (REPO / "docs" / page).read_text()
+    start = text.index(f"## {title}\n")
+    nxt = text.find("\n## ", start + 5)
+    return text[start:] if nxt < 0 else text[start:nxt]
+
+
+def test_docs_watching_training(tmp_path, monkeypatch):
+    """docs/training.md "Watching training": its flatkit line parses as written (every option known, every value
+    accepted: the run itself is the CLI test above), and its python block runs."""
+    from flatkit.commands.train import command
+
+    monkeypatch.chdir(tmp_path)
+    blocks = re.findall(r"^```(bash|python)\n(.*?)^```", _section("training.md", "Watching training"),
+                        flags=re.M | re.S)
+    lines = [ln for lang, body in blocks if lang == "bash" for ln in body.splitlines() if ln.startswith("flatkit ")]
+    assert len(lines) == 1 and "--log csv,tensorboard" in lines[0] and "--sample-every" in lines[0]
+    ctx = command.make_context("train", shlex.split(lines[0])[2:])
+    assert ctx.params["sample_every"] == 100 and parse_log(ctx.params["log"]) == ["jsonl", "csv", "tensorboard"]
+    (code,) = [body for lang, body in blocks if lang == "python"]
+    exec(compile(code, "training.md", "exec"), {"__name__": "__main__"})  # noqa: S102
+    assert [int(r["step"]) for r in csv.DictReader(open(tmp_path / "runs/watch-api/metrics.csv"))] == [20, 40]
