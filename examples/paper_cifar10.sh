@@ -30,7 +30,7 @@
 #   N [256] ROBUST_STEPS [20] N_REF [512] BITS [8,4]  samples, T' and reference items of prior / exposure /
 #     quantize
 #   TPRIME ["20 100"] SAMPLER [ddpm] FID_N [50000] SAMPLE_BATCH [256]  sample quality at each T'
-#   DETECTOR [""]  TorchScript feature detector for FID (e.g. StyleGAN2-ADA's inception-2015-12-05.pt); without
+#   DETECTOR [""]  FID detector: pytorch-fid, clean-fid, torch-fidelity, a .pt2 / TorchScript file; without
 #     it `flatkit fid` reports only the weight-free distances   REF [DATA]  FID reference   FID_ARGS [""]
 #   JOBS [1]       arms analysed in parallel (each analysis uses NPROC processes)
 set -euo pipefail

@@ -472,11 +472,14 @@ class QuantizeSettings(SamplerSettings, BankSettings):
 class FidSettings(CommonSettings):
     """``flatkit fid`` / :func:`flatkit.fid`."""
 
-    detector: str | None = setting(None, "--detector", "TorchScript feature detector called as "
-                                   "detector(images_NCHW_0_255, return_features=True). Without it only "
-                                   "weight-free distances are reported.", metavar="PATH")
-    ref_cache: str | None = setting(None, "--ref-cache", "npz of reference mu/sigma/features: read when it "
-                                    "exists, else written.", metavar="FILE")
+    detector: str | None = setting(None, "--detector", "Feature detector: pytorch-fid, clean-fid or "
+                                   "torch-fidelity (that library's Inception, from its local cache), a "
+                                   "torch.export program (.pt2), a TorchScript file or MODULE:FACTORY. Without it "
+                                   "only weight-free distances are reported.",
+                                   metavar="NAME|PATH|MODULE:FACTORY")
+    ref_cache: str | None = setting(None, "--ref-cache", "Reference statistics file: read when it exists, else "
+                                    "written (.npz: mu/sigma/features as pytorch-fid and clean-fid write them; "
+                                    ".pt: torch-fidelity's format).", metavar="FILE")
     max_ref: int | None = setting(None, "--max-ref", "Use only the first N reference images.", metavar="N",
                                   kind="int", min=2, default_help="all")
     kid_subsets: int = setting(100, "--kid-subsets", "KID subsets.", metavar="K", kind="int", min=1)

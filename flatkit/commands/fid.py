@@ -1,4 +1,4 @@
-"""``flatkit fid SAMPLES REF --detector PATH``: FID and KID with a user-supplied TorchScript detector."""
+"""``flatkit fid SAMPLES REF --detector pytorch-fid|clean-fid|torch-fidelity|PATH|MODULE:FACTORY``: FID and KID."""
 
 from __future__ import annotations
 
@@ -25,9 +25,13 @@ from flatkit.settings import FidSettings
 @device_option
 @out_option
 @overwrite_option
+@click.option("--download", is_flag=True,
+              help="Let a named --detector library fetch its Inception weights when they are not in its cache "
+                   "(without it nothing is downloaded).")
 @click.option("--no-progress", is_flag=True, help="No progress output.")
 def command(samples: str, ref: str, **params) -> None:
-    """FID / KID of SAMPLES (npz arr_0 uint8 NHWC) against REF (npz images, data spec, or mu/sigma npz)."""
+    """FID / KID of SAMPLES (npz arr_0 uint8 NHWC, or a folder of PNG/JPEG images) against REF (the same, a data
+    spec, or a statistics file: pytorch-fid / clean-fid npz, torch-fidelity .pt)."""
     from flatkit.metrics.fid import fid
 
     s = settings_from(FidSettings, params)
@@ -36,7 +40,8 @@ def command(samples: str, ref: str, **params) -> None:
     if state.reused:  # --out holds this FID (same settings, samples and reference)
         return
     with option_errors():
-        res = fid(samples, ref, settings=s, device=dev, progress=not params["no_progress"])
+        res = fid(samples, ref, settings=s, device=dev, progress=not params["no_progress"],
+                  download=params["download"])
     jpath, _ = res.save(state.path)
     echo_written([jpath])
     if res.fid is not None:

@@ -1,4 +1,4 @@
-"""Sample-quality metrics: FID / KID with a user-supplied detector, and weight-free distribution distances.
+"""Sample-quality metrics: FID / KID with a FID library's detector or the user's, and weight-free distances.
 
 - :mod:`flatkit.metrics.frechet`: Fréchet distance between Gaussians (Dowson & Landau 1982; Heusel et al.
 2017) in
@@ -6,7 +6,8 @@
   files.
 - :mod:`flatkit.metrics.kid`: kernel inception distance (Bińkowski et al. 2018), unbiased MMD² with the cubic
   polynomial kernel, averaged over subsets.
-- :mod:`flatkit.metrics.detector`: loading a TorchScript feature detector and running it on uint8 images.
+- :mod:`flatkit.metrics.detector`: pytorch-fid's, clean-fid's or torch-fidelity's Inception (from their local
+  caches), or the user's detector (torch.export ``.pt2``, TorchScript, ``MODULE:FACTORY``), run on uint8 images.
 - :mod:`flatkit.metrics.distances`: weight-free distances on pixels (sliced Wasserstein-2, Fréchet distance on
   average-pooled pixels). These are never called FID.
 """

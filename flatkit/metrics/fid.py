@@ -1,11 +1,15 @@
-"""``flatkit fid``: FID and KID of a samples file against a reference, with a user-supplied detector.
+"""``flatkit fid``: FID and KID of samples against a reference, with the detector of a FID library or one the
+user brings (:mod:`flatkit.metrics.detector`).
 
 FID = d²_F(N(μ_s, Σ_s), N(μ_r, Σ_r)) on detector features (Heusel et al. 2017), KID as in
-:mod:`flatkit.metrics.kid`. The reference is an images file (``npz`` ``arr_0`` uint8 NHWC), a data spec
-(``cifar10:PATH`` …), or a statistics file with ``mu`` / ``sigma`` (pytorch-fid's, or ours, which may add
-``features`` so that KID can be computed; with statistics only, KID is null). Reference statistics computed
-from
-images are cached to ``--ref-cache`` (npz with ``mu``, ``sigma``, ``features``) and read from there next time.
+:mod:`flatkit.metrics.kid`. SAMPLES and REF are images in the layouts the libraries read: an ``npz`` whose
+``arr_0`` is uint8 NHWC (ADM's sample and reference-batch files; a reference batch's own ``mu`` / ``sigma``, from
+ADM's TensorFlow evaluator, are not used: both sides go through the same detector) or a folder of image files
+(PNG, JPEG; pytorch-fid's, clean-fid's and torch-fidelity's input). REF may also be a data spec (``cifar10:PATH``
+…) or a statistics file in any format of :mod:`flatkit.metrics.frechet` (pytorch-fid / clean-fid npz with
+``mu`` / ``sigma``, clean-fid's ``feats`` file, torch-fidelity's ``.pt``; with statistics only, KID is null).
+Reference statistics computed from images are cached to ``--ref-cache`` (``.npz``: ``mu``, ``sigma``,
+``features``; ``.pt``: torch-fidelity's format) and read from there next time.
 
 Without a detector only the weight-free distances of :mod:`flatkit.metrics.distances` are computed,
 labelled as
@@ -29,8 +33,19 @@ from flatkit.settings import FidSettings, takes
 
 
 def load_samples(path: str | os.PathLike, what: str = "SAMPLES") -> np.ndarray:
-    """``arr_0`` of an npz as uint8 NHWC (1 or 3 channels); anything else is a usage error naming the file."""
+    """``arr_0`` of an npz, or the images of a folder (RGB), as uint8 NHWC (1 or 3 channels); anything else is a
+    usage error naming the file."""
     p = Path(path)
+    if p.is_dir():
+        from flatkit.data.folder import load_folder
+
+        try:
+            arr = load_folder(str(p), channels=3)
+        except UsageError as e:
+            raise UsageError(f"{what} {e}") from None
+        if arr.shape[0] < 2:
+            raise UsageError(f"{what} {path}: need at least 2 images, got {arr.shape[0]}")
+        return arr
     if not p.is_file():
         raise UsageError(f"{what} {path}: no such file")
     try:
@@ -56,18 +71,36 @@ def load_samples(path: str | os.PathLike, what: str = "SAMPLES") -> np.ndarray:
 
 
 def _is_stats_file(path: str) -> bool:
+    """A statistics file rather than images: torch-fidelity's ``.pt``, or an npz with ``mu`` / ``sigma`` (or
+    clean-fid's ``feats``) and no ``arr_0`` (an ADM reference batch holds both: its images are used)."""
     p = Path(path)
+    if p.is_file() and p.suffix == ".pt":
+        return True
     if not (p.is_file() and p.suffix == ".npz"):
         return False
     try:
         with np.load(p, allow_pickle=False) as z:
-            return "mu" in z.files and "sigma" in z.files
+            files = set(getattr(z, "files", ()))
     except (OSError, ValueError, zipfile.BadZipFile):
         return False
+    return "arr_0" not in files and ({"mu", "sigma"} <= files or "feats" in files)
+
+
+def write_png_folder(images: np.ndarray | str | os.PathLike, folder: str | os.PathLike) -> Path:
+    """Write uint8 NHWC images (or an npz's ``arr_0``) as ``000000.png``, ``000001.png``, ... in ``folder``: the
+    layout pytorch-fid, clean-fid and torch-fidelity read (``python -m pytorch_fid FOLDER REF``)."""
+    from PIL import Image
+
+    arr = images if isinstance(images, np.ndarray) else load_samples(images)
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, im in enumerate(arr):
+        Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).save(out / f"{i:06d}.png")
+    return out
 
 
 def load_reference_images(ref: str, n: int | None = None) -> np.ndarray:
-    """Reference images from an npz path or a data spec (uint8 NHWC)."""
+    """Reference images from an npz path, a folder of images or a data spec (uint8 NHWC)."""
     if ":" in ref and not Path(ref).exists():
         from flatkit.data import load_dataset
 
@@ -93,6 +126,7 @@ class FidResult(Result):
     n_ref: int | None = None
     feature_dim: int | None = None
     detector: str | None = None
+    detector_kind: str | None = None
     detector_sha256: str | None = None
     weight_free: dict = field(default_factory=dict)
     weight_free_names: dict = field(default_factory=dict)
@@ -108,11 +142,14 @@ def fid(
     weight_free: bool = True,
     pool: int = 8,
     progress: bool = False,
+    download: bool = False,
     *,
     settings: FidSettings,
 ) -> FidResult:
-    """FID / KID of ``samples`` (npz) against ``ref`` (npz images, data spec or mu/sigma npz); ``max_ref``: use
-    only the first N reference images."""
+    """FID / KID of ``samples`` (npz or folder of images) against ``ref`` (npz images, folder, data spec or a
+    statistics file); ``max_ref``: use only the first N reference images. ``detector``: a library name
+    (``pytorch-fid``, ``clean-fid``, ``torch-fidelity``), a ``.pt2`` / TorchScript file, ``MODULE:FACTORY`` or a
+    callable; ``download=True`` lets a named library fetch its weights when they are not in its cache."""
     import torch
 
     from flatkit.metrics.detector import detector_features, load_detector
@@ -135,9 +172,11 @@ def fid(
             )
         res.n_ref = int(ref_imgs.shape[0])
 
+    convention = None
     if detector is not None:
-        det = load_detector(detector, device)
-        res.detector, res.detector_sha256 = str(detector), file_sha256(detector)
+        det = load_detector(detector, device, download=download)
+        res.detector, res.detector_kind, res.detector_sha256 = det.spec, det.kind, det.sha256
+        convention = det.convention
         fs = detector_features(det, imgs, batch_size, device, progress=progress)
         mu_s, sig_s = feature_statistics(fs)
         feats_r = None
@@ -175,9 +214,9 @@ def fid(
         ref=str(ref),
         ref_kind="statistics" if ref_is_stats else "images",
         pool=pool,
-        input_convention="float32 NCHW in [0, 255], gray repeated to 3 channels, detector(x, return_features=True)",
+        input_convention=convention,
         device=device,
         wall_time_s=time.perf_counter() - t0,
-        samples_sha256=file_sha256(samples),
+        samples_sha256=file_sha256(samples) if Path(samples).is_file() else None,
     )
     return res

@@ -7,8 +7,15 @@ tr (Σ₁^{1/2} Σ₂ Σ₁^{1/2})^{1/2} = Σ √λᵢ(M) with M = Σ₁^{1/2} �
 so no non-symmetric solver is involved.
 Tiny negative eigenvalues from rounding are clipped at zero.
 
-Statistics files follow pytorch-fid: an ``.npz`` with ``mu`` (D,) and ``sigma`` (D, D); the covariance is the
-unbiased one (``numpy.cov(features, rowvar=False)``), as pytorch-fid and StyleGAN's metrics compute it.
+Statistics files (:func:`load_statistics`, :func:`save_statistics`), as the FID libraries write them; the
+covariance is always the unbiased one (``numpy.cov(features, rowvar=False)``), as they all compute it:
+
+- ``.npz`` with ``mu`` (D,) and ``sigma`` (D, D): pytorch-fid's ``--save-stats`` file, clean-fid's reference
+  statistics (``{name}_{mode}_{split}_{res}.npz``) and the ``mu`` / ``sigma`` of ADM's reference batches; flatkit
+  adds ``features`` (N, D) when it has them, so that KID can be computed;
+- ``.npz`` with ``feats`` only: clean-fid's KID reference file (``..._kid.npz``), statistics computed from them;
+- ``.pt``: torch-fidelity's cache entry (``fidelity_cache/*-stat-fid-2048.pt``), a ``torch.save`` dict of numpy
+  ``mu`` / ``sigma``, read with ``weights_only=True`` (numpy arrays allowed, nothing else).
 """
 
 from __future__ import annotations
@@ -73,31 +80,91 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(axis=0), np.atleast_2d(np.cov(f, rowvar=False))
 
 
+STATS_FORMATS = ("npz", "torch-fidelity")
+
+
+def statistics_format(path: str | os.PathLike) -> str:
+    """``torch-fidelity`` for a ``.pt`` file, else ``npz`` (pytorch-fid / clean-fid / ADM / flatkit)."""
+    return "torch-fidelity" if Path(path).suffix == ".pt" else "npz"
+
+
 def save_statistics(
     path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray, features: np.ndarray | None = None
 ) -> None:
-    """Write ``mu`` / ``sigma`` (and optionally ``features``, for KID) atomically as a pytorch-fid style
-    npz."""
+    """Write ``mu`` / ``sigma`` atomically in the format the suffix names: ``.pt`` as torch-fidelity caches them
+    (a ``torch.save`` dict of numpy arrays), anything else as a pytorch-fid / clean-fid npz (plus ``features``,
+    for KID, when given)."""
     from flatkit.results import atomic_savez
 
-    arrays = {"mu": np.asarray(mu, dtype=np.float64), "sigma": np.asarray(sigma, dtype=np.float64)}
+    mu, sigma = _check_stats(mu, sigma, str(path))
+    if statistics_format(path) == "torch-fidelity":
+        from flatkit.checkpoint import atomic_torch_save
+
+        # torch-fidelity's own dtypes (float32 features: mu float32, np.cov float64); its metric asserts they match
+        atomic_torch_save({"mu": mu.astype(np.float32), "sigma": sigma}, path)
+        return
+    arrays = {"mu": mu, "sigma": sigma}
     if features is not None:
         arrays["features"] = np.asarray(features, dtype=np.float32)
     atomic_savez(path, **arrays)
 
 
-def load_statistics(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Read ``mu``, ``sigma`` (and ``features`` when present) from an npz (ours or pytorch-fid's)."""
-    p = Path(path)
+def _numpy_safe_globals() -> list:
+    """What unpickling plain numpy arrays needs under ``weights_only=True`` (numpy 1 and 2 spellings)."""
     try:
-        with np.load(p, allow_pickle=False) as z:
-            if "mu" not in z or "sigma" not in z:
-                raise UsageError(
-                    f"{path}: a statistics file needs arrays 'mu' and 'sigma' (has {', '.join(z.files)})"
-                )
-            mu, sigma = z["mu"], z["sigma"]
-            feats = z["features"] if "features" in z else None
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{path}: not a readable npz ({e})") from None
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+    return [_reconstruct, np.ndarray, np.dtype,
+            *{type(np.dtype(t)) for t in (np.float16, np.float32, np.float64, np.int64, np.int32)}]
+
+
+def _load_torch_fidelity(p: Path, path: str) -> tuple[np.ndarray, np.ndarray, None]:
+    import pickle
+
+    import torch
+
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as e:
+        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise UsageError(f"{path}: not a torch-fidelity statistics file (a torch.save dict of numpy mu / sigma; "
+                         f"{first})") from None
+    if not isinstance(obj, dict) or "mu" not in obj or "sigma" not in obj:
+        keys = ", ".join(map(str, obj)) if isinstance(obj, dict) else type(obj).__name__
+        raise UsageError(f"{path}: a statistics file needs 'mu' and 'sigma' (has {keys})")
+    mu, sigma = (np.asarray(obj[k].cpu().numpy() if hasattr(obj[k], "cpu") else obj[k]) for k in ("mu", "sigma"))
+    return mu, sigma, None
+
+
+def load_statistics(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``mu``, ``sigma`` and the features when the file has them, from any format of the module docstring."""
+    import zipfile
+
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{path}: no such file")
+    if statistics_format(p) == "torch-fidelity":
+        mu, sigma, feats = _load_torch_fidelity(p, str(path))
+    else:
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                if not hasattr(z, "files"):
+                    raise UsageError(f"{path}: expected an .npz of mu / sigma")
+                feats = z["features"] if "features" in z.files else z["feats"] if "feats" in z.files else None
+                if "mu" in z.files and "sigma" in z.files:
+                    mu, sigma = z["mu"], z["sigma"]
+                elif feats is not None:  # clean-fid's KID file: features only
+                    mu, sigma = feature_statistics(feats)
+                else:
+                    raise UsageError(f"{path}: a statistics file needs arrays 'mu' and 'sigma' (or 'feats'; has "
+                                     f"{', '.join(z.files) or 'none'})")
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise UsageError(f"{path}: not a readable npz ({e})") from None
     mu, sigma = _check_stats(mu, sigma, str(path))
+    if feats is not None:
+        feats = np.asarray(feats)
+        if feats.ndim != 2 or feats.shape[1] != mu.shape[0]:
+            raise UsageError(f"{path}: features of shape {feats.shape} do not match mu of dimension {mu.shape[0]}")
     return mu, sigma, feats

@@ -140,6 +140,17 @@ CASES += [
     ("exposure-eps-norm", ["exposure", "{d}/good.pt", "--eps-norm", "l7"], "--eps-norm"),
     ("fid-missing", ["fid", "{d}/none.npz", "{d}/rgb8.npz"], "none.npz"),
     ("fid-float", ["fid", "{d}/float.npz", "{d}/rgb8.npz"], "float.npz"),
+    ("fid-detector-factory", ["fid", "{d}/rgb8.npz", "{d}/rgb8.npz", "--detector", "nosuchmodule_fk:make"],
+     "--detector nosuchmodule_fk:make"),
+    ("fid-detector-dir", ["fid", "{d}/rgb8.npz", "{d}/rgb8.npz", "--detector", "{d}/adir.pt"], "--detector"),
+    ("fid-detector-junk", ["fid", "{d}/rgb8.npz", "{d}/rgb8.npz", "--detector", "{d}/random.pt"], "random.pt"),
+    ("fid-detector-name", ["fid", "{d}/rgb8.npz", "{d}/rgb8.npz", "--detector", "torch-fid"], "--detector"),
+    ("fid-samples-folder-broken", ["fid", "{d}/imgs_bad", "{d}/rgb8.npz"], "a.png"),
+    ("fid-samples-folder-empty", ["fid", "{d}/imgs_empty", "{d}/rgb8.npz"], "imgs_empty"),
+    # a Hugging Face repo id absent from the local cache: nothing is downloaded without --download
+    ("info-hub-absent", ["info", "nobody-flatkit/no-such-model"], "nobody-flatkit/no-such-model"),
+    ("hessian-hub-absent", ["hessian", "nobody-flatkit/no-such-model@v2", "--out", "{d}/out_new"], "--download"),
+    ("info-hub-bad-id", ["info", "hf://not a repo"], "hf://"),
     ("threads-text", ["--threads", "x", "info", "{d}/good.pt"], "--threads"),
     ("no-such-command", ["frobnicate"], "frobnicate"),
     # out folders

@@ -1,4 +1,5 @@
-"""``flatkit fid`` with a detector the test scripts and saves; bad input exits 2 with one line."""
+"""``flatkit fid`` with a detector the test exports (torch.export, .pt2) and saves; bad input exits 2 with one
+line."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ from click.testing import CliRunner
 
 from flatkit.cli import main
 from flatkit.metrics.frechet import frechet_distance
-
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 class TinyDetector(torch.nn.Module):
@@ -48,9 +47,12 @@ def files(tmp_path):
     b = np.clip(rng.integers(0, 256, (50, 16, 16, 3)) * 0.8 + 30, 0, 255).astype(np.uint8)
     np.savez(tmp_path / "samples.npz", arr_0=a)
     np.savez(tmp_path / "ref.npz", arr_0=b)
-    det = torch.jit.script(TinyDetector())
-    det.save(str(tmp_path / "det.pt"))
-    torch.jit.script(WrongShapeDetector()).save(str(tmp_path / "wrong.pt"))
+    det = TinyDetector()
+    x = torch.zeros(4, 3, 16, 16)
+    batch = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}}
+    torch.export.save(torch.export.export(det, (x,), dynamic_shapes=batch), str(tmp_path / "det.pt2"))
+    wrong = torch.export.export(WrongShapeDetector(), (x,), dynamic_shapes=batch)
+    torch.export.save(wrong, str(tmp_path / "wrong.pt2"))
     return tmp_path, a, b, det.w.numpy().astype(np.float64)
 
 
@@ -64,7 +66,7 @@ def test_fid_kid_against_independent_computation(files) -> None:
             str(d / "samples.npz"),
             str(d / "ref.npz"),
             "--detector",
-            str(d / "det.pt"),
+            str(d / "det.pt2"),
             "--out",
             str(out),
             "--ref-cache",
@@ -84,7 +86,7 @@ def test_fid_kid_against_independent_computation(files) -> None:
     indep = ((fa.mean(0) - fb.mean(0)) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(lam).sum()
     assert res["fid"] == pytest.approx(want, rel=1e-5) and res["fid"] == pytest.approx(indep, rel=1e-5)
     assert res["kid"] is not None and "sw2" in res["weight_free"]
-    assert res["meta"]["config"]["detector"] == str(d / "det.pt")
+    assert res["meta"]["config"]["detector"] == str(d / "det.pt2")
     # the cache is pytorch-fid shaped and is read back: same FID from statistics alone (KID then null)
     z = np.load(d / "cache.npz")
     assert set(z.files) >= {"mu", "sigma"}
@@ -96,7 +98,7 @@ def test_fid_kid_against_independent_computation(files) -> None:
             str(d / "samples.npz"),
             str(d / "stats_only.npz"),
             "--detector",
-            str(d / "det.pt"),
+            str(d / "det.pt2"),
             "--out",
             str(d / "out2"),
             "--no-progress",
@@ -119,7 +121,7 @@ def test_fid_without_detector_is_weight_free_only(files) -> None:
 @pytest.mark.parametrize("case", ["dtype", "shape", "not_torchscript", "wrong_output", "missing"])
 def test_bad_input_exits_2_with_one_line(files, case) -> None:
     d, a, *_ = files
-    samples, det = str(d / "samples.npz"), str(d / "det.pt")
+    samples, det = str(d / "samples.npz"), str(d / "det.pt2")
     if case == "dtype":
         np.savez(d / "f.npz", arr_0=a.astype(np.float32))
         samples, name = str(d / "f.npz"), "f.npz"
@@ -130,7 +132,7 @@ def test_bad_input_exits_2_with_one_line(files, case) -> None:
         (d / "junk.pt").write_bytes(b"not a model")
         det, name = str(d / "junk.pt"), "--detector"
     elif case == "wrong_output":
-        det, name = str(d / "wrong.pt"), "--detector"
+        det, name = str(d / "wrong.pt2"), "--detector"
     else:
         samples, name = str(d / "nope.npz"), "nope.npz"
     r = CliRunner().invoke(
