@@ -12,13 +12,20 @@
 its backward (torch's fused GroupNorm and SiLU backward raise "ZeroTensors are immutable" under jvp); the
 products are the same, only slower or larger in memory.
 
-Several vectors per call: ``torch.func.vmap`` over the jvp (one batched forward/backward for ``k`` vectors)
-when ``vectors_per_call > 1``. Accumulation over micro-batches is in float64.
+Several vectors per call (:meth:`HVP.many`, ``batch="vmap"``): ``torch.func.vmap`` over the jvp (fwd_rev), or
+over the second backward pass through the micro-batch's gradient graph (double backward, kept or rebuilt once
+per chunk of vectors), ``vectors_per_call`` vectors per pass. ``batch="auto"`` times both on the vectors it is
+given (one at a time against two per pass) and keeps the faster; ``"loop"`` computes one at a time. The
+vmapped products equal the one-at-a-time ones up to float rounding (batched kernels sum in another order), so
+a chunk that calibration computed batched is recomputed one at a time when the loop wins: ``auto`` that picks
+the loop gives the loop's numbers bit for bit. Accumulation over micro-batches is in float64.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import time
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -30,9 +37,10 @@ from flatkit import distributed as dist
 from flatkit.curvature.vectors import ParamDict, flatten, num_entries, unflatten
 from flatkit.errors import FlatkitError, UsageError
 
-__all__ = ["HVP", "hvp", "hvp_progress", "flatten", "unflatten", "num_entries", "HVP_MODES"]
+__all__ = ["HVP", "hvp", "hvp_progress", "flatten", "unflatten", "num_entries", "HVP_MODES", "BATCH_MODES"]
 
 HVP_MODES = ("auto", "fwd_rev", "double_backward", "double_backward_cached")
+BATCH_MODES = ("auto", "loop", "vmap")
 
 # The progress bar that HVPs report to while an analysis runs (see :func:`hvp_progress`); None: silent.
 _progress_bar: Any = None
@@ -97,6 +105,24 @@ def _hvp_double_backward(obj: Any, params: ParamDict, v: ParamDict, i: int) -> P
     }
 
 
+def _backward_many(leaves: list[Tensor], g: list[Tensor | None], V: ParamDict, params: ParamDict) -> Tensor:
+    """H_i v_r for the stacked vectors of V (leading dim r) by one vmapped backward pass through the gradient
+    graph ``g`` of micro-batch i (kept); an (r, N) float64 matrix."""
+    vs = list(V.values())
+    used = [j for j, gj in enumerate(g) if gj is not None and gj.requires_grad]
+    r = vs[0].shape[0]
+    if not used:  # the loss is linear in θ
+        return torch.zeros((r, num_entries(params)), dtype=torch.float64, device=vs[0].device)
+
+    def one(*v: Tensor) -> tuple[Tensor | None, ...]:
+        return torch.autograd.grad([g[j] for j in used], leaves, grad_outputs=list(v), retain_graph=True,
+                                   allow_unused=True)
+
+    hv = torch.func.vmap(one)(*[vs[j] for j in used])
+    return torch.cat([(h if h is not None else torch.zeros((r, *t.shape), dtype=t.dtype, device=t.device))
+                      .reshape(r, -1).to(torch.float64) for h, t in zip(hv, params.values(), strict=True)], dim=1)
+
+
 def _gradient_graph(obj: Any, params: ParamDict, i: int) -> tuple[list[Tensor], list[Tensor | None]]:
     """Leaves and ∇L_i built with ``create_graph=True``, kept so that every later product is one backward."""
     leaves = [t.detach().requires_grad_(True) for t in params.values()]
@@ -116,20 +142,34 @@ class HVP:
     backward measured faster than forward-over-reverse on both the CPU (3.2x a gradient against 4.5x for the
     tiny UNet) and an H200 (1.93x against 2.86x), see docs/benchmarks.md.
     ``vectors_per_call``: how many vectors :meth:`many` pushes through one vmapped call (memory grows with
-    it).
+    it). ``batch``: how :meth:`many` computes several products: "loop" (one at a time), "vmap"
+    (``vectors_per_call`` per pass) or "auto" (measured on the first vectors it is given, see
+    :attr:`calibration`); default "vmap" when ``vectors_per_call > 1``, else "loop".
     """
 
     def __init__(
-        self, obj: Any, mode: str = "auto", vectors_per_call: int = 1, params: ParamDict | None = None
+        self,
+        obj: Any,
+        mode: str = "auto",
+        vectors_per_call: int = 1,
+        params: ParamDict | None = None,
+        batch: str | None = None,
     ) -> None:
         if mode not in HVP_MODES:
             raise UsageError(f"--hvp-mode: {mode!r} is not one of {', '.join(HVP_MODES)}")
         if vectors_per_call < 1:
             raise UsageError(f"--vectors-per-call: must be at least 1, got {vectors_per_call}")
+        batch = ("vmap" if vectors_per_call > 1 else "loop") if batch is None else batch
+        if batch not in BATCH_MODES:
+            raise UsageError(f"--probe-batch: {batch!r} is not one of {', '.join(BATCH_MODES)}")
         self.obj = obj
         self.params = obj.params if params is None else params
         self.mode = mode
         self.vectors_per_call = int(vectors_per_call)
+        self.batch = batch if self.vectors_per_call > 1 else "loop"
+        # what "auto" measured: seconds per product one at a time and batched, and the choice
+        self.calibration: dict[str, Any] = {"requested": batch}
+        self._loop_s: float | None = None  # seconds of one product one at a time (after a warm-up product)
         self.count = 0  # number of Hessian-vector products computed (each over the whole bank)
         first = next(iter(self.params.values()))
         self.dtype, self.device = first.dtype, first.device
@@ -202,32 +242,111 @@ class HVP:
         return acc.to(self.dtype)
 
     def many(self, V: Tensor) -> Tensor:
-        """H v_r for the rows of V (shape (r, N)), ``vectors_per_call`` rows per vmapped call."""
-        out = []
-        for start in range(0, V.shape[0], self.vectors_per_call):
-            chunk = V[start : start + self.vectors_per_call].to(dtype=self.dtype, device=self.device)
-            if chunk.shape[0] == 1 or self.mode.startswith("double_backward"):
-                out.extend(self(row) for row in chunk)
+        """H v_r for the rows of V (shape (r, N)): one at a time or ``vectors_per_call`` rows per vmapped pass,
+        as ``batch`` says ("auto": measured on these rows, the decision kept for later calls)."""
+        V = V.to(dtype=self.dtype, device=self.device)
+        out: list[Tensor] = []
+        start = 0
+        while start < V.shape[0]:
+            if self.batch == "loop":
+                out.extend(self(row) for row in V[start:])
+                break
+            if self.batch == "auto":
+                done = self._calibrate(V[start:])
+                out.extend(done)
+                start += len(done)
                 continue
-            try:
-                acc = torch.zeros(chunk.shape, dtype=torch.float64, device=self.device)
-                Vd = unflatten(chunk, self.params)
-                for i in dist.shard(range(self.obj.n_batches)):
-                    acc += flatten_many(_hvp_fwd_rev_many(self.obj, self.params, Vd, i)).to(torch.float64)
-                dist.all_reduce_sum(acc)
-                self.count += chunk.shape[0]
-                _tick(chunk.shape[0])
-                out.extend(acc.to(self.dtype))
-            except FlatkitError:
-                raise
-            except (RuntimeError, NotImplementedError) as e:
-                from flatkit.memory import free_memory
+            chunk = V[start : start + self.vectors_per_call]
+            start += chunk.shape[0]
+            if chunk.shape[0] == 1:
+                out.append(self(chunk[0]))
+                continue
+            out.extend(self._batched(chunk))
+        return torch.stack(out) if out else V.new_zeros((0, self.n))
 
-                free_memory()
-                warnings.warn(f"vmapped HVP failed ({e}); computing one vector per call", stacklevel=2)
-                self.vectors_per_call = 1
-                out.extend(self(row) for row in chunk)
-        return torch.stack(out)
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _timed(self, fn: Any) -> tuple[Any, float]:
+        self._sync()
+        t0 = time.perf_counter()
+        res = fn()
+        self._sync()
+        return res, time.perf_counter() - t0
+
+    def _calibrate(self, V: Tensor) -> list[Tensor]:
+        """``batch="auto"``: the products of the first rows of V, computed so as to measure. One product one at
+        a time as a warm-up (it builds the kept gradient graphs), one timed, then two rows in one vmapped pass,
+        timed: the loop wins when that costs as much per product, and the two rows are then computed again one
+        at a time, so "auto" that keeps the loop gives the loop's numbers bit for bit. Returns the products of
+        the rows it used (at least one)."""
+        if self._loop_s is None:
+            if self.count == 0 and not self.calibration.get("warm"):
+                self.calibration["warm"] = True
+                return [self(V[0])]
+            w, t = self._timed(lambda: self(V[0]))
+            self._loop_s = t
+            return [w]
+        if V.shape[0] < 2:
+            return [self(V[0])]
+        W, t2 = self._timed(lambda: self._batched(V[:2], fallback=False))
+        per = t2 / 2 if W is not None else math.inf
+        self.calibration.update(loop_s=self._loop_s, vmap2_s=per)
+        if per < self._loop_s:
+            self.batch = "vmap"
+            self.calibration["chosen"] = "vmap"
+            return list(W)
+        self.batch = "loop"
+        self.calibration["chosen"] = "loop"
+        if W is not None:
+            self.count -= 2  # the batched products are thrown away: computed again one at a time
+        return [self(V[0]), self(V[1])]
+
+    def _batched(self, chunk: Tensor, fallback: bool = True) -> Any:
+        """H v_r for the rows of ``chunk`` in one vmapped pass per micro-batch (the rows in the parameters'
+        dtype). Where the vmapped pass fails (an operator without a batching rule, out of memory), the rows are
+        computed one at a time and later calls compute one at a time (``fallback``), or None is returned."""
+        from flatkit.memory import retry_micro_batches
+
+        r = chunk.shape[0]
+        Vd = unflatten(chunk, self.params)
+
+        def run() -> Tensor:
+            if self._graphs_batch_size != getattr(self.obj, "batch_size", None):  # halved after out of memory
+                self._graphs.clear()
+                self._graphs_batch_size = getattr(self.obj, "batch_size", None)
+            acc = torch.zeros((r, self.n), dtype=torch.float64, device=self.device)
+            for i in dist.shard(range(self.obj.n_batches)):
+                if self.mode == "double_backward_cached":
+                    if i not in self._graphs:
+                        self._graphs[i] = _gradient_graph(self.obj, self.params, i)
+                    acc += _backward_many(*self._graphs[i], Vd, self.params)
+                elif self.mode == "double_backward":  # the graph built once for the whole chunk
+                    acc += _backward_many(*_gradient_graph(self.obj, self.params, i), Vd, self.params)
+                else:
+                    acc += flatten_many(_hvp_fwd_rev_many(self.obj, self.params, Vd, i)).to(torch.float64)
+            return acc
+
+        try:
+            acc = retry_micro_batches(self.obj, run, what="Hessian-vector product")
+        except FlatkitError:
+            raise
+        except (RuntimeError, NotImplementedError) as e:
+            from flatkit.memory import free_memory
+
+            free_memory()
+            self.calibration["vmap_failed"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            if not fallback:
+                return None
+            warnings.warn(f"vmapped HVP failed ({self.calibration['vmap_failed']}); computing one vector per call",
+                          stacklevel=3)
+            self.batch, self.vectors_per_call = "loop", 1
+            return [self(row) for row in chunk]
+        dist.all_reduce_sum(acc)
+        self.count += r
+        _tick(r)
+        return list(acc.to(self.dtype))
 
 
 def flatten_many(d: ParamDict) -> Tensor:

@@ -23,12 +23,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from flatkit.curvature.hvp import HVP
+from flatkit.curvature.hvp import BATCH_MODES, HVP
 from flatkit.curvature.vectors import cpu_generator, probes
 from flatkit.errors import UsageError
 from flatkit.results import Result
 
 TRACE_METHODS = ("hutch++", "hutchinson")
+DEFAULT_VECTORS_PER_CALL = 8  # probes per vmapped pass when batched (memory grows with it)
+
+
+def _batch_meta(op: HVP) -> dict[str, Any]:
+    """How the products were computed: the batching asked for, the one used, and what "auto" measured."""
+    return {**op.calibration, "used": op.batch, "vectors_per_call": op.vectors_per_call}
 
 
 @dataclass
@@ -66,20 +72,25 @@ def _hutchinson_probes(
     """
     samples: list[float] = []
     offset = 0.0 if project is None else project.offset
-    per_call = op.vectors_per_call
     while len(samples) < budget:
+        # one probe per pass one at a time; a chunk of vectors_per_call when the products are batched (and while
+        # "auto" measures: it needs a few rows). Probes are drawn one row at a time and the stopping rule is
+        # checked after each, so every batching uses the same probes (a batched chunk may compute a few
+        # products past the stop: counted in hvp_count, not used).
+        per_call = 1 if op.batch == "loop" else max(op.vectors_per_call, 2)
         r = min(per_call, budget - len(samples))
-        Z = probes(probe, (r, n), gen, op.dtype, op.device)
+        Z = [probes(probe, (1, n), gen, op.dtype, op.device) for _ in range(r)]
         if project is not None:
-            Z = project(Z)
-        HZ = op.many(Z) if r > 1 else op(Z[0])[None]
-        samples.extend((Z.to(torch.float64) * HZ.to(torch.float64)).sum(dim=1).tolist())
-        m = len(samples)
-        if m >= min_probes:
-            mean = float(np.mean(samples))
-            se = float(np.std(samples, ddof=1) / math.sqrt(m))
-            if se <= rtol * abs(offset + mean):
-                return samples, True
+            Z = [project(z) for z in Z]  # row by row: the same bits whatever the chunk
+        HZ = op.many(torch.cat(Z))
+        for z, hz in zip(Z, HZ, strict=True):  # the stopping rule after every probe, as one at a time
+            samples.append(float((z[0].to(torch.float64) * hz.to(torch.float64)).sum()))
+            m = len(samples)
+            if m >= min_probes:
+                mean = float(np.mean(samples))
+                se = float(np.std(samples, ddof=1) / math.sqrt(m))
+                if se <= rtol * abs(offset + mean):
+                    return samples, True
     return samples, False
 
 
@@ -103,13 +114,18 @@ def hessian_trace(
     min_probes: int = 10,
     probe: str = "rademacher",
     mode: str = "auto",
-    vectors_per_call: int = 1,
+    vectors_per_call: int | None = None,
     check: bool = True,
+    probe_batch: str = "auto",
 ) -> TraceResult:
     """tr(∇²L) by Hutch++ (default) or Hutchinson, stopping at ``stderr ≤ rtol·|estimate|`` or ``max_hvps``.
 
     Hutch++ spends ``2·sketch_size`` HVPs on the exact low-rank part first (default sketch size
     ``min(N, max(1, max_hvps // 6))``, a third of the budget for sketch + projection), the rest on probes.
+    ``probe_batch``: "loop" (one HVP per pass), "vmap" (``vectors_per_call`` probes per vmapped pass, default
+    8) or "auto" (measured on the first probes, see :class:`~flatkit.curvature.hvp.HVP`; the choice is in
+    ``meta["probe_batch"]``). Batched products equal the loop's up to float rounding; with "vmap" the stopping
+    rule is checked once per chunk, so up to ``vectors_per_call − 1`` more probes may be spent.
     """
     if method not in TRACE_METHODS:
         raise UsageError(f"--trace-method: {method!r} is not one of {', '.join(TRACE_METHODS)}")
@@ -121,7 +137,10 @@ def hessian_trace(
     if check:
         obj.check_determinism()
     t0 = time.perf_counter()
-    op = HVP(obj, mode=mode, vectors_per_call=vectors_per_call)
+    if probe_batch not in BATCH_MODES:
+        raise UsageError(f"--probe-batch: {probe_batch!r} is not one of {', '.join(BATCH_MODES)}")
+    vpc = DEFAULT_VECTORS_PER_CALL if vectors_per_call is None else int(vectors_per_call)
+    op = HVP(obj, mode=mode, vectors_per_call=vpc, batch=probe_batch)
     gen = cpu_generator(seed)
     min_probes = max(2, int(min_probes))
     if method == "hutchinson":
@@ -137,7 +156,7 @@ def hessian_trace(
             rtol=rtol,
             samples=np.asarray(samples),
             wall_time_s=time.perf_counter() - t0,
-            meta={"seed": seed, "probe": probe, "hvp_mode": op.mode},
+            meta={"seed": seed, "probe": probe, "hvp_mode": op.mode, "probe_batch": _batch_meta(op)},
         )
 
     s = min(n, max(1, max_hvps // 6)) if sketch_size is None else int(sketch_size)
@@ -178,5 +197,6 @@ def hessian_trace(
         sketch_size=int(Q.shape[0]),
         samples=np.asarray(samples),
         wall_time_s=time.perf_counter() - t0,
-        meta={"seed": seed, "probe": probe, "hvp_mode": op.mode, "sketch_requested": s},
+        meta={"seed": seed, "probe": probe, "hvp_mode": op.mode, "sketch_requested": s,
+              "probe_batch": _batch_meta(op)},
     )
