@@ -10,20 +10,59 @@ import numpy as np
 
 from flatkit.plots.style import colour, save, style
 
+DENSITY_FLOOR = 1e-12  # the SLQ density is clamped here (log of zero): values at the floor are not drawn
+
+
+def log_axis(ax: Any, values: np.ndarray, axis: str = "y") -> None:
+    """A readable logarithmic axis for positive ``values`` spanning more than a factor 10: decade ticks labelled
+    as plain numbers (0.01, 1, 100), and 2 and 5 × 10^k too when the span is under two decades; values ≤ 0:
+    symlog with the linear range set to the smallest |value| rounded down to a decade."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return
+    fmt = FuncFormatter(lambda x, _: f"{x:g}")
+    a = ax.yaxis if axis == "y" else ax.xaxis
+    setscale = ax.set_yscale if axis == "y" else ax.set_xscale
+    if v.min() > 0:
+        if v.max() <= 10 * v.min():
+            return
+        setscale("log")
+        subs = (1.0, 2.0, 5.0) if v.max() < 100 * v.min() else (1.0,)
+        a.set_major_locator(LogLocator(base=10, subs=subs))
+        a.set_major_formatter(fmt)
+        a.set_minor_formatter(FuncFormatter(lambda x, _: ""))
+        return
+    nz = np.abs(v[v != 0])
+    if nz.size and nz.max() > 10 * nz.min():
+        setscale("symlog", linthresh=10.0 ** np.floor(np.log10(nz.min())))
+        a.set_major_formatter(fmt)
+
 
 def plot_density(res: Any, path: str | Path) -> list[Path]:
     """SLQ density of each model on a log axis (the Gaussian-broadened estimate, Ghorbani et al. 2019)."""
     import matplotlib.pyplot as plt
 
     with style():
-        fig, ax = plt.subplots(figsize=(4.5, 3.0))
+        fig, ax = plt.subplots(figsize=(4.8, 3.2))
+        shown, peak, low = set(), 0.0, np.inf
         for m, label in enumerate(res.labels):
-            g, d = res.density_grid[m], res.density[m]
-            # below 1e-12 the broadened density is numerically zero: leave a gap, not a plateau at the floor
-            ax.semilogy(g, np.where(d > 1e-12, d, np.nan), color=colour(label, m), label=label, lw=1)
-        ax.set_xlabel("eigenvalue λ")
-        ax.set_ylabel("density (Gaussian-broadened SLQ)")
-        ax.legend(frameon=False)
+            g, d = np.asarray(res.density_grid[m], dtype=float), np.asarray(res.density[m], dtype=float)
+            # at or below the floor the broadened density is numerically zero: a gap, not a plateau
+            ok = np.isfinite(d) & (d > DENSITY_FLOOR * 1.001)
+            ax.semilogy(g, np.where(ok, d, np.nan), color=colour(label, m), lw=1,
+                        label=None if label in shown else label)  # one legend entry per run
+            shown.add(label)
+            if ok.any():
+                peak, low = max(peak, float(d[ok].max())), min(low, float(d[ok].min()))
+        if peak > 0:  # the range of what was resolved, at most 10 decades below the peak; never the floor
+            ax.set_ylim(max(low, peak * 1e-10) / 2, peak * 3)
+        ax.set_xlabel("eigenvalue λ of the Hessian  [loss / parameter²]")
+        ax.set_ylabel("spectral density (Gaussian-broadened SLQ)")
+        ax.grid(alpha=0.25)
+        ax.legend(frameon=False, fontsize=7)
         return save(fig, Path(path))
 
 
@@ -40,12 +79,10 @@ def plot_per_timestep(res: Any, path: str | Path) -> list[Path]:
             lam = np.asarray(res.per_timestep_top_eigenvalues[m])[:, 0]
             lams.append(lam[np.isfinite(lam)])
             ax.plot(mid, lam, "o-", color=colour(label, m), label=label, ms=3, lw=1)
-        ax.set_xlabel("timestep t (bin centre)")
-        ax.set_ylabel("λ_max of the per-bin loss")
-        lam = np.concatenate(lams) if lams else np.zeros(0)
-        # symlog only when the values span decades (or cross zero): within one decade it draws no tick labels
-        if lam.size and (lam.min() <= 0 or lam.max() > 10 * lam.min()):
-            ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_xlabel("timestep t (centre of the t-bin)")
+        ax.set_ylabel("λ_max of the per-bin loss  [loss / parameter²]")
+        log_axis(ax, np.concatenate(lams) if lams else np.zeros(0))
+        ax.grid(alpha=0.25, which="major")
         ax.legend(frameon=False)
         return save(fig, Path(path))
 

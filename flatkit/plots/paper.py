@@ -38,10 +38,15 @@ def plot_perturb_arms(items: Sequence[tuple[str, dict]], stem: str | Path) -> li
     rel = {c.get("relative") for _, c in items}
     xlab = RADIUS_WORDS.get(next(iter(rel)), "radius r") if len(rel) == 1 else "radius r (conventions differ!)"
     n = len(items)
+    ks = sorted({c.get("k") for _, c in items if c.get("k") is not None})
+    groups = arm_groups([lab for lab, _ in items])
     with style():
+        if len(groups) > 1:
+            fig = _perturb_many(items, groups, xlab, has_worst, ks)
+            fig.tight_layout()
+            return save(fig, stem)
         fig, axes = plt.subplots(1, 2 if has_worst else 1, figsize=(9.6 if has_worst else 5.0, 3.6), squeeze=False)
         ax = axes[0, 0]
-        ks = sorted({c.get("k") for _, c in items if c.get("k") is not None})
         for i, (lab, c) in enumerate(items):
             _draw(ax, c["radii"], c["mean"], lab, i)
             ax.fill_between(c["radii"], c["mean"] - c["std"], c["mean"] + c["std"], color=colour(lab, i),
@@ -73,33 +78,55 @@ def plot_exposure_arms(items: Sequence[tuple[str, dict]], stem: str | Path) -> l
     exposure-bias gap (sampling − training) per step."""
     import matplotlib.pyplot as plt
 
+    from flatkit.plots.robustness import gap_symlog
+
     sq = {c.get("norm") for _, c in items} == {"squared"}
     norm = "‖ε_θ‖₂²" if sq else "‖ε_θ‖₂"
     n = len(items)
+    groups = arm_groups([lab for lab, _ in items])
+    G = len(groups)
+    t_all = np.concatenate([c["t"] for _, c in items])
+    steps = sorted({c.get("steps") for _, c in items if c.get("steps")})
     with style():
-        fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.8))
-        for i, (lab, c) in enumerate(items):
-            col = colour(lab, i)
-            axes[0].plot(c["t"], c["sampling"], "-", color=col, marker=marker(lab, i), ms=3.5, lw=1.3,
-                         label=f"{lab}")
-            axes[0].plot(c["t"], c["training"], "--", color=col, lw=1.0, alpha=0.8)
-            gm = f"{c['gap_mean']:.3g}" if c.get("gap_mean") is not None else "n/a"
-            _draw(axes[1], c["t"], c["gap"], f"{lab}", i)
-            axes[1].lines[-1].set_label(f"{lab} (mean {gm})")
-        axes[0].plot([], [], "-", color="0.3", label="sampling x̂_t")
-        axes[0].plot([], [], "--", color="0.3", label="training x_t ~ q(x_t|x_0)")
-        axes[0].set_ylabel(f"mean per-image {norm}  (ε ~ N(0, I) scale)")
-        axes[0].set_title("predicted-noise norm")
-        axes[1].axhline(0.0, color="0.5", lw=0.8)
-        axes[1].set_ylabel(f"gap: sampling − training {norm}")
-        axes[1].set_title("exposure-bias gap (closer to 0 = less bias)")
-        t_all = np.concatenate([c["t"] for _, c in items])
-        steps = sorted({c.get("steps") for _, c in items if c.get("steps")})
-        for ax in axes:
-            ax.set_xlabel(f"timestep t (T' = {', '.join(map(str, steps))}; sampling runs left → right)")
+        if G > 1:  # small multiples: one column per training method, the norms above, the gaps below
+            fig, ax2d = plt.subplots(2, G, figsize=(3.3 * G + 0.6, 6.4), squeeze=False, sharey="row", sharex=True)
+            gap_curves = [(np.asarray(c["t"]), np.asarray(c["gap"])) for _, c in items]
+        else:
+            fig, ax1d = plt.subplots(1, 2, figsize=(10.0, 3.8))
+            ax2d = np.array([[ax1d[0]], [ax1d[1]]])
+        for g, (name, idx) in enumerate(groups):
+            top, bot = ax2d[0, g], ax2d[1, g]
+            if G > 1:
+                _context(bot, gap_curves, idx)
+            for i in idx:
+                lab, c = items[i]
+                col = colour(lab, i)
+                top.plot(c["t"], c["sampling"], "-", color=col, marker=marker(lab, i), ms=3.5, lw=1.3, label=lab)
+                top.plot(c["t"], c["training"], "--", color=col, lw=1.0, alpha=0.8)
+                gm = f"{c['gap_mean']:.3g}" if c.get("gap_mean") is not None else "n/a"
+                _draw(bot, c["t"], c["gap"], f"{lab} (mean {gm})", i)
+                bot.lines[-1].set_color(col)
+                bot.lines[-1].set_marker(marker(lab, i))
+            top.plot([], [], "-", color="0.3", label="sampling x̂_t")
+            top.plot([], [], "--", color="0.3", label="training x_t ~ q(x_t|x_0)")
+            top.set_title(f"{name + ': ' if name else ''}predicted-noise norm", fontsize=9)
+            bot.axhline(0.0, color="0.5", lw=0.8)
+            bot.set_title(f"{name}: exposure-bias gap" if name else "exposure-bias gap (closer to 0 = less bias)",
+                          fontsize=9)
+            _legend(top, len(idx) + 2)
+            _legend(bot, len(idx))
+        gap_symlog(ax2d[1, 0], [np.asarray(c["gap"], dtype=float) for _, c in items])
+        ax2d[0, 0].set_ylabel(f"mean per-image {norm}  (ε ~ N(0, I) scale)")
+        ax2d[1, 0].set_ylabel(f"gap: sampling − training {norm}\n(closer to 0 = less bias)"
+                              + ("  (symlog)" if ax2d[1, 0].get_yscale() == "symlog" else ""))
+        for ax in ax2d.ravel():
             ax.set_xlim(float(t_all.max()), float(t_all.min()))
             ax.grid(alpha=0.25)
-            _legend(ax, n + 2)
+        for ax in (ax2d[1] if G > 1 else ax2d.ravel()):
+            ax.set_xlabel(f"timestep t (T' = {', '.join(map(str, steps))}; sampling runs left → right)")
+        if G > 1:
+            fig.suptitle("Exposure bias per training method (solid: sampling, dashed: training; grey: the other "
+                         f"arms; {n} arms)")
         fig.tight_layout()
     return save(fig, stem)
 
@@ -298,3 +325,173 @@ def landscape_plotly_html(items: Sequence[tuple[str, dict]], title: str = "2-D l
     fig.update_scenes(xaxis_title="α", yaxis_title="β", zaxis_title="loss")
     fig.update_layout(title=title, template="plotly_white", height=420 * nrow, margin={"l": 0, "r": 0, "t": 60})
     return fig.to_html(full_html=False, include_plotlyjs=False)
+
+
+# ------------------------------------------------------------------------------------------- many arms
+FAMILY_OF = {"ADM": "ADM", "+EMA": "ADM", "+SWA": "ADM", "+IP": "+IP", "+IP+EMA": "+IP", "+IP+SWA": "+IP",
+             "+SAM": "+SAM", "+SAM+EMA": "+SAM", "+SAM+SWA": "+SAM"}
+MANY = 4  # more arms than this: small multiples, one panel per training method
+
+
+def arm_groups(labels: Sequence[str]) -> list[tuple[str, list[int]]]:
+    """The arms split into small multiples: by training method (ADM / +IP / +SAM, each with its EMA and SWA
+    weights) for the paper's arms, by the run name before ``:`` (``plain:raw`` → ``plain``) otherwise, else in
+    threes. One group when there are at most :data:`MANY` arms."""
+    from flatkit.plots.style import canonical_arm
+
+    idx = list(range(len(labels)))
+    if len(labels) <= MANY:
+        return [("", idx)]
+    groups: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels):
+        arm = canonical_arm(lab)
+        key = FAMILY_OF[arm] if arm is not None else (lab.split(":")[0] if ":" in lab else "")
+        groups.setdefault(key, []).append(i)
+    if "" in groups or len(groups) == 1 or max(len(v) for v in groups.values()) > MANY:
+        return [(f"arms {k + 1}–{min(k + 3, len(idx))}", idx[k:k + 3]) for k in range(0, len(idx), 3)]
+    return list(groups.items())
+
+
+def _context(ax: Any, curves: Sequence[tuple[np.ndarray, np.ndarray]], skip: Sequence[int]) -> None:
+    """The other arms' curves, thin and grey, so each small multiple reads against all of them."""
+    for i, (x, y) in enumerate(curves):
+        if i not in skip:
+            ax.plot(x, y, "-", color="0.75", lw=0.8, zorder=1)
+
+
+def _perturb_many(items: Sequence[tuple[str, dict]], groups: list, xlab: str, has_worst: bool, ks: list) -> Any:
+    import matplotlib.pyplot as plt
+
+    rows = 2 if has_worst else 1
+    G = len(groups)
+    fig, axes = plt.subplots(rows, G, figsize=(3.3 * G + 0.6, 2.9 * rows + 0.6), squeeze=False, sharey="row",
+                             sharex=True)
+    mean_curves = [(np.asarray(c["radii"]), np.asarray(c["mean"])) for _, c in items]
+    worst_curves = [(np.asarray(c["radii"]), np.asarray(c["worst"]) if c.get("worst") is not None
+                     else np.full(len(c["radii"]), np.nan)) for _, c in items]
+    for g, (name, idx) in enumerate(groups):
+        ax = axes[0, g]
+        _context(ax, mean_curves, idx)
+        for i in idx:
+            lab, c = items[i]
+            _draw(ax, c["radii"], c["mean"], lab, i)
+            ax.fill_between(c["radii"], c["mean"] - c["std"], c["mean"] + c["std"], color=colour(lab, i),
+                            alpha=0.18, lw=0)
+        ax.set_title(f"{name}: random directions (mean ± std, K = {', '.join(map(str, ks))})", fontsize=8.5)
+        if has_worst:
+            ax = axes[1, g]
+            _context(ax, worst_curves, idx)
+            for i in idx:
+                lab, c = items[i]
+                if c.get("worst") is not None:
+                    _draw(ax, c["radii"], c["worst"], lab, i)
+            ax.set_title(f"{name}: worst case (normalised gradient)", fontsize=8.5)
+    for ax in axes.ravel():
+        ax.axhline(0.0, color="0.6", lw=0.6, ls=":")
+        ax.grid(alpha=0.25)
+        ax.legend(frameon=False, fontsize=7, handlelength=1.6)
+    for ax in axes[-1]:
+        ax.set_xlabel(xlab)
+    for r in range(rows):
+        axes[r, 0].set_ylabel(f"ΔL = L(θ + r d) − L(θ)\n[{LOSS_UNIT}]")
+    fig.suptitle("Loss under weight perturbation (lower = flatter; grey: the other arms)")
+    return fig
+
+
+def plot_prior_arms(items: Sequence[tuple[str, dict]], stem: str | Path) -> list[Path]:
+    """Robustness to a perturbed prior per arm: a dot plot, one column per prior point (x_T = μ·1 + s·z or
+    z + η·z′, in order of KL(prior ‖ N(0, I))), the arms side by side within it (colour + marker); points only,
+    the prior settings are not a sequence to join. Panels: paired sample drift and training-loss change."""
+    import matplotlib.pyplot as plt
+
+    from flatkit.report.collect import prior_point_name
+
+    keys: dict[tuple, float] = {}
+    for _, p in items:
+        for k, kl in zip(p["points"], p["kl"], strict=True):
+            keys.setdefault(tuple(k), np.nan if kl is None else float(kl))
+    order = sorted(keys, key=lambda k: (np.nan_to_num(keys[k], nan=np.inf), str(k)))
+    panels = [(key, lab) for key, lab in (("drift_mse", "paired sample drift MSE\n(pixels on [−1, 1])"),
+                                          ("loss_change", f"training-loss change ΔL\n[{LOSS_UNIT}]"))
+              if any(any(v is not None for v in p.get(key) or []) for _, p in items)]
+    n = len(items)
+    width = min(0.8, 0.1 * n + 0.1)
+    off = (np.arange(n) - (n - 1) / 2) * (width / max(n, 1))
+    with style():
+        fig, axes = plt.subplots(len(panels), 1, figsize=(max(5.0, 1.1 * len(order) + 2.4), 2.6 * len(panels) + 0.8),
+                                 squeeze=False, sharex=True)
+        for ax, (key, ylab) in zip(axes[:, 0], panels, strict=True):
+            for i, (lab, p) in enumerate(items):
+                pts = [tuple(k) for k in p["points"]]
+                x = [order.index(k) + off[i] for k in pts]
+                y = [np.nan if v is None else v for v in p.get(key) or [np.nan] * len(pts)]
+                ax.plot(x, y, ls="none", marker=marker(lab, i), color=colour(lab, i), ms=5, label=lab)
+            ax.axhline(0.0, color="0.6", lw=0.6, ls=":")
+            ax.set_ylabel(ylab)
+            ax.grid(alpha=0.25, axis="y")
+            for j in range(1, len(order)):
+                ax.axvline(j - 0.5, color="0.85", lw=0.6)
+        axes[0, 0].legend(frameon=False, fontsize=7, ncol=min(n, 5), loc="upper left", handlelength=1.0)
+        ax = axes[-1, 0]
+        ax.set_xticks(range(len(order)))
+        ax.set_xticklabels([f"{prior_point_name(k)}\nKL = {keys[k]:.3g} nats" for k in order], fontsize=7)
+        ax.set_xlim(-0.5, len(order) - 0.5)
+        ax.set_xlabel("perturbed prior (x_T = μ·1 + s·z or z + η·z′), in order of KL(prior ‖ N(0, I))")
+        steps = sorted({p.get("steps") for _, p in items if p.get("steps")})
+        fig.suptitle(f"Robustness to a perturbed prior (same seeds; T' = {', '.join(map(str, steps))}; "
+                     "lower = more robust)")
+        fig.tight_layout()
+    return save(fig, stem)
+
+
+def plot_curvature_arms(items: Sequence[tuple[str, dict]], stem: str | Path) -> list[Path]:
+    """Curvature beyond λ_max per arm, from ``hessian.json``: the SLQ spectral density (top row; small
+    multiples by training method, grey: the other arms) and λ_max of the loss restricted to each t-bin (bottom
+    row), for whichever of them were measured."""
+    import matplotlib.pyplot as plt
+
+    from flatkit.plots.curvature import DENSITY_FLOOR, log_axis
+
+    dens = [(i, lab, d) for i, (lab, d) in enumerate(items) if d.get("density") is not None]
+    pert = [(i, lab, d) for i, (lab, d) in enumerate(items) if d.get("per_timestep") is not None]
+    rows = [r for r, have in (("density", dens), ("per_timestep", pert)) if have]
+    groups = arm_groups([lab for lab, _ in items])
+    G = len(groups)
+    with style():
+        fig, axes = plt.subplots(len(rows), G, figsize=(3.4 * G + 0.8, 2.9 * len(rows) + 0.6), squeeze=False,
+                                 sharey="row")
+        for r, row in enumerate(rows):
+            have = dens if row == "density" else pert
+            curves = {i: ((d["density_grid"], np.where(d["density"] > DENSITY_FLOOR * 1.001, d["density"], np.nan))
+                          if row == "density" else (d["t_mid"], d["per_timestep"])) for i, _, d in have}
+            for g, (name, idx) in enumerate(groups):
+                ax = axes[r, g]
+                _context(ax, [curves.get(i, (np.zeros(0), np.zeros(0))) for i in range(len(items))], idx)
+                for i in idx:
+                    if i not in curves:
+                        continue
+                    lab = items[i][0]
+                    x, y = curves[i]
+                    if row == "density":
+                        ax.plot(x, y, "-", color=colour(lab, i), lw=1.2, label=lab)
+                    else:
+                        _draw(ax, x, y, lab, i)
+                ax.set_title((f"{name}: " if name else "") + ("spectral density (SLQ)" if row == "density"
+                                                               else "λ_max per t-bin"), fontsize=9)
+                ax.grid(alpha=0.25)
+                ax.legend(frameon=False, fontsize=7, handlelength=1.6)
+                ax.set_xlabel("eigenvalue λ  [loss / parameter²]" if row == "density"
+                              else "timestep t (centre of the t-bin)")
+            if row == "density":
+                ys = np.concatenate([np.ravel(c[1]) for c in curves.values()])
+                ys = ys[np.isfinite(ys)]
+                axes[r, 0].set_yscale("log")
+                if ys.size:
+                    axes[r, 0].set_ylim(max(ys.min(), ys.max() * 1e-10) / 2, ys.max() * 3)
+                axes[r, 0].set_ylabel("spectral density")
+            else:
+                log_axis(axes[r, 0], np.concatenate([np.ravel(c[1]) for c in curves.values()]))
+                axes[r, 0].set_ylabel("λ_max of the per-bin loss\n[loss / parameter²]")
+        fig.suptitle("Hessian spectrum per arm" + (" (grey: the other arms)" if G > 1 else ""))
+        fig.tight_layout()
+    return save(fig, stem)

@@ -35,27 +35,46 @@ def plot_prior(res: PriorResult, stem: str | Path) -> list[Path]:
             ("distance", res.distance_name),
             ("loss_change", "training-loss change (perturbed bank)"),
         ]
-        order = np.argsort(kl, kind="stable")
         for m, label in enumerate(res.labels):
             c = colour(label, m)
             for ax, (key, _) in zip(axes, panels, strict=True):
                 y = _nan(getattr(res, key)[m])
-                ax.plot(kl[order], y[order], "-", color=c, lw=1, alpha=0.6)
                 for fam, mk in (("shift_scale", "o"), ("noise", "^")):
                     sel = kind == fam
-                    if sel.any():
-                        ax.plot(kl[sel], y[sel], mk, color=c, ms=4, label=label if fam == "shift_scale" else None)
+                    if sel.any():  # points only: the (μ, s) / η settings are not a sequence to join
+                        ax.plot(kl[sel], y[sel], marker=mk, ls="none", color=c, ms=5, alpha=0.85,
+                                label=label if fam == "shift_scale" or not (kind == "shift_scale").any() else None)
+        y0 = [_nan(res.drift_mse[m]) for m in range(len(res.labels))]
+        for p, name in enumerate(res.point_labels()):  # name each prior point once, at its highest drift
+            ys = [v[p] for v in y0 if np.isfinite(v[p])]
+            if ys and np.isfinite(kl[p]):
+                axes[0].annotate(name, (kl[p], max(ys)), textcoords="offset points", xytext=(3, 4), fontsize=6,
+                                 color="0.3")
         for ax, (_, lab) in zip(axes, panels, strict=True):
-            ax.set_xscale(
-                "symlog", linthresh=max(1e-3, float(np.nanmin(kl[kl > 0])) if (kl > 0).any() else 1.0)
-            )
+            _kl_axis(ax, kl)
             ax.set_xlabel("KL(perturbed prior ‖ N(0, I)) [nats]")
             ax.set_ylabel(lab if len(lab) < 45 else lab.split(" (")[0])
             ax.grid(alpha=0.3)
         axes[0].legend(loc="best")
-        fig.suptitle("Robustness to a perturbed prior (o: x_T = μ + s·z, ^: x_T = z + η·z')")
+        fig.suptitle("Robustness to a perturbed prior (o: x_T = μ·1 + s·z, ^: x_T = z + η·z'; points, not a "
+                     "sequence)")
         fig.tight_layout()
         return save(fig, stem)
+
+
+def _kl_axis(ax: Any, kl: np.ndarray) -> None:
+    """A KL axis readable from 0: linear up to the decade below the smallest positive KL, logarithmic above,
+    ticks at 0 and at each decade."""
+    from matplotlib.ticker import FuncFormatter, SymmetricalLogLocator
+
+    pos = kl[np.isfinite(kl) & (kl > 0)]
+    if not pos.size:
+        return
+    lt = 10.0 ** np.floor(np.log10(pos.min()))
+    ax.set_xscale("symlog", linthresh=lt, linscale=0.6)
+    ax.xaxis.set_major_locator(SymmetricalLogLocator(base=10, linthresh=lt))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: "0" if x == 0 else f"{x:g}"))
+    ax.set_xlim(-0.15 * lt, None)
 
 
 def plot_sample_rows(
@@ -129,8 +148,10 @@ def plot_exposure(res: ExposureResult, stem: str | Path) -> list[Path]:
         axes[0].set_ylabel(f"mean {norm}")
         axes[0].set_title("predicted-noise norm")
         axes[1].axhline(0, color="0.5", lw=0.8)
+        gap_symlog(axes[1], [_nan(g) for g in res.gap])
         axes[1].set_ylabel(f"gap (sampling − training) of {norm}")
-        axes[1].set_title("exposure-bias gap")
+        axes[1].set_title("exposure-bias gap (symlog: the last step dominates)"
+                          if axes[1].get_yscale() == "symlog" else "exposure-bias gap")
         if has_delta:
             axes[2].set_ylabel("δ_t = (std − √(1−ᾱ_t))²")
             axes[2].set_yscale("symlog", linthresh=1e-4)
@@ -142,6 +163,16 @@ def plot_exposure(res: ExposureResult, stem: str | Path) -> list[Path]:
             ax.legend(loc="best", fontsize=7)
         fig.tight_layout()
         return save(fig, stem)
+
+
+def gap_symlog(ax: Any, gaps: Sequence[np.ndarray]) -> None:
+    """A symlog y axis for the exposure gap when its largest |value| (the last step, where x̂_0 is decoded) is
+    more than 10× the typical one: linear within the median |gap| rounded down to a decade, logarithmic beyond."""
+    g = np.concatenate([np.abs(np.asarray(v, dtype=float)) for v in gaps]) if len(gaps) else np.zeros(0)
+    g = g[np.isfinite(g) & (g > 0)]
+    if g.size < 2 or g.max() <= 10 * np.median(g):
+        return
+    ax.set_yscale("symlog", linthresh=10.0 ** np.floor(np.log10(np.median(g))), linscale=0.8)
 
 
 def plot_quantize(res: QuantizeResult, stem: str | Path) -> list[Path]:
