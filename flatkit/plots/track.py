@@ -13,7 +13,7 @@ from flatkit.plots.style import canonical_arm, colour, marker, save, style
 
 #: scalar key -> y label (quantize drift / loss change keys are per bit width, see :func:`scalar_label`)
 LABELS: dict[str, str] = {
-    "lambda_max": "λ_max (top Hessian eigenvalue)",
+    "lambda_max": "top Hessian eigenvalue λ_max",
     "trace": "Hessian trace",
     "sharpness": "ε-sharpness",
     "perturb_random": "ΔL, random directions",
@@ -29,7 +29,7 @@ def scalar_label(key: str, settings: dict | None = None) -> str:
     """The y label of one scalar (with the measure's parameters from ``settings``: measure -> settings dict)."""
     settings = settings or {}
     if key.startswith("quantize_drift_"):
-        return f"{key.split('_')[2][:-3]}-bit sample drift (MSE)"
+        return f"{key.split('_')[2][:-3]}-bit weights: sample drift (same seeds)"
     if key.startswith("quantize_loss_change_"):
         return f"ΔL, {key.split('_')[3][:-3]}-bit weights"
     if key == "sharpness":
@@ -56,6 +56,16 @@ def line_label(run: str, weights: str) -> str:
     return run if w == "raw" else f"{run}:{weights}"
 
 
+def short_label(key: str, settings: dict | None = None) -> str:
+    """The y axis of one scalar: the quantity and its unit (the panel title says what it is)."""
+    if key == "sharpness":
+        kind = ((settings or {}).get("sharpness") or {}).get("kind", "keskar")
+        return "ε-sharpness (%)" if kind == "keskar" else "ΔL"
+    if key.startswith("quantize_drift_"):
+        return "MSE vs full precision"
+    return {"lambda_max": "λ_max", "trace": "tr H", "loss": "L(θ)"}.get(key, "ΔL")
+
+
 def default_keys(keys: list[str]) -> list[str]:
     """The panels in order: λ_max, trace, sharpness, drift at the fewest bits, perturb, landscape, then L(θ)."""
     drift = sorted((int(k.split("_")[2][:-3]), k) for k in keys if k.startswith("quantize_drift_"))
@@ -64,19 +74,20 @@ def default_keys(keys: list[str]) -> list[str]:
     return [k for k in order if k in keys]
 
 
-def plot_series(panels: list[tuple[str, dict[str, tuple[np.ndarray, np.ndarray]]]], stem: str | Path,
-                title: str | None = None) -> list[Path]:
-    """One panel per (y label, {line label: (steps, values)}); x the training step; log y where a panel's
-    positive values span more than a decade and a half. Writes ``<stem>.png`` and ``.pdf``."""
+def plot_series(panels: list[tuple], stem: str | Path, title: str | None = None) -> list[Path]:
+    """One panel per (y label, {line label: (steps, values)}) or (panel title, y label, {...}); x the training
+    step; log y where a panel's positive values span more than a decade and a half. Writes ``<stem>.png`` and
+    ``.pdf``."""
     import matplotlib.pyplot as plt
 
     n = len(panels)
     ncol = 1 if n == 1 else 2 if n in (2, 4) else 3
     nrow = -(-n // ncol)
-    names = list(dict.fromkeys(lab for _, lines in panels for lab in lines))
+    panels = [p if len(p) == 3 else (None, *p) for p in panels]
+    names = list(dict.fromkeys(lab for *_, lines in panels for lab in lines))
     with style():
         fig, axes = plt.subplots(nrow, ncol, figsize=(3.3 * ncol, 2.6 * nrow + 0.5), squeeze=False)
-        for ax, (ylabel, lines) in zip(axes.flat, panels, strict=False):
+        for ax, (head, ylabel, lines) in zip(axes.flat, panels, strict=False):
             vals = []
             for lab, (x, y) in lines.items():
                 i = names.index(lab)
@@ -89,6 +100,8 @@ def plot_series(panels: list[tuple[str, dict[str, tuple[np.ndarray, np.ndarray]]
                 ax.set_yscale("log")
             ax.set_xlabel("training step")
             ax.set_ylabel(ylabel)
+            if head:
+                ax.set_title(head)
             ax.grid(alpha=0.25, lw=0.5)
         for ax in list(axes.flat)[n:]:
             ax.set_visible(False)
@@ -111,9 +124,10 @@ def plot_track(res: Any, stem: str | Path, keys: list[str] | None = None, title:
     panels = []
     for k in keys:
         series = res.series(k)
-        panels.append((scalar_label(k, res.settings), {line_label(r, w): xy for (r, w), xy in series.items()}))
+        panels.append((scalar_label(k, res.settings), short_label(k, res.settings),
+                       {line_label(r, w): xy for (r, w), xy in series.items()}))
     if title is None:
         cfg = (res.meta or {}).get("config", {}).get("track", {})
-        title = (f"Along training: bank of {cfg.get('n_eval')} (x0, t, ε) from {cfg.get('data')}, seed "
-                 f"{cfg.get('seed')}, the same for every checkpoint") if cfg else None
+        title = (f"Along training: one bank of {cfg.get('n_eval')} (x0, t, ε) from {cfg.get('data')} and seed "
+                 f"{cfg.get('seed')} for every checkpoint") if cfg else None
     return plot_series(panels, stem, title)

@@ -310,6 +310,11 @@ def expand_dirs(path: str | Path) -> list[Path]:
         raise UsageError(f"{path}: not a directory")
     if has_results(folder):
         return [folder]
+    from flatkit.report.trajectory import track_folders
+
+    tracked = track_folders(folder)  # a flatkit track folder: its step folders
+    if tracked is not None:
+        return tracked
     base = folder / "results" if (folder / "results").is_dir() else folder
     subs = sorted(p for p in base.iterdir() if p.is_dir() and has_results(p))
     if not subs:
@@ -438,7 +443,14 @@ def read_run_dirs(dirs: list[str | Path], labels: dict[str, str] | None = None) 
     for d in dirs:
         for sub in expand_dirs(d):
             lab = labels.get(str(sub), lab_by_res.get(str(Path(sub).resolve())))
+            if lab is None:  # a point of a flatkit track: its run and weights
+                from flatkit.report.trajectory import track_label
+
+                lab = track_label(sub)
             runs += read_folder(sub, lab)
+    from flatkit.report.trajectory import label_steps
+
+    label_steps(runs)  # one run at several steps: labelled by step, noted, drawn against the step
     seen: dict[str, int] = {}
     for r in runs:
         seen[r.label] = seen.get(r.label, 0) + 1

@@ -28,7 +28,7 @@ import numpy as np
 from flatkit.report import collect as C
 from flatkit.report.collect import RunDir
 
-FIGURE_NAMES = ("flatness", "landscape", "perturb", "exposure", "quantize", "samples", "samples_quantized")
+FIGURE_NAMES = ("flatness", "landscape", "perturb", "exposure", "quantize", "samples", "samples_quantized", "trajectory")
 
 
 def fmt(v: Any, digits: int = 4) -> str:
@@ -328,6 +328,13 @@ def figures(run_dirs: list[str | Path] | list[RunDir], out: str | Path, labels: 
     draw("exposure", P.plot_exposure_arms, ex,
          {lab: {k: c[k] for k in ("t", "sampling", "training", "gap", "gap_mean", "gap_last", "norm", "steps")}
           for lab, c in ex}, "no exposure.json in any folder")
+    # one run at several steps: each measure against the step
+    from flatkit.report.trajectory import plot_trajectory, trajectory_series
+
+    traj = trajectory_series(runs)
+    draw("trajectory", plot_trajectory, traj, {k: {lab: {"steps": xy[0], "values": xy[1]} for lab, xy in ser.items()}
+                                               for k, _, _, ser in traj},
+         "no run with checkpoints at two or more steps")
     # quantization
     qz = [(r.label, C.quantize_table(r)) for r in runs if r.has("quantize")]
     draw("quantize", P.plot_quantize_arms, qz, dict(qz), "no quantize.json in any folder")

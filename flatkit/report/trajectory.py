@@ -1,0 +1,131 @@
+"""Checkpoints of one training run at several steps, in ``flatkit report`` / ``flatkit figures``: a ``flatkit
+track`` folder stands for its step folders, models that are the same run and weights at different steps are
+labelled by their step (with a note, never silently merged), and ``trajectory.png`` draws each measure against
+the training step, one line per run and weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flatkit.errors import UsageError
+
+
+def track_folders(folder: Path) -> list[Path] | None:
+    """The result folders a ``flatkit track`` folder lists in its ``track.json`` (None when ``folder`` is not
+    one); a listed folder that is missing is a usage error naming it."""
+    index = folder / "track.json"
+    if not index.is_file():
+        return None
+    try:
+        points = json.loads(index.read_text())["points"]
+        subs = [folder / p["folder"] for p in points]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UsageError(f"{index}: corrupt track index (rerun flatkit track to finish it)") from None
+    missing = [s for s in subs if not s.is_dir()]
+    if missing:
+        raise UsageError(f"{folder}: the track lists {missing[0]}, which is missing (rerun flatkit track to resume)")
+    if not subs:
+        raise UsageError(f"{folder}: the track holds no finished point yet (rerun flatkit track to resume)")
+    return subs
+
+
+def step_of(run: Any) -> int | None:
+    """The training step of a report model, as its results' meta records it."""
+    for res in run.results.values():
+        cks = (getattr(res, "meta", None) or {}).get("checkpoints")
+        if isinstance(cks, list) and run.model < len(cks) and isinstance(cks[run.model], dict):
+            step = cks[run.model].get("step")
+            if step is not None:
+                return int(step)
+    return None
+
+
+def _run_key(run: Any) -> tuple[str, str] | None:
+    """(training folder, weights) of a model: checkpoints of one run share their folder."""
+    if not run.checkpoint:
+        return None
+    return str(Path(run.checkpoint).parent), str(run.weights or "raw")
+
+
+def group_steps(runs: list) -> dict[tuple[str, str], list]:
+    """The models that are one run and weights at two or more steps: (folder, weights) -> models by step."""
+    groups: dict[tuple[str, str], list] = {}
+    for r in runs:
+        key, step = _run_key(r), step_of(r)
+        if key is not None and step is not None:
+            groups.setdefault(key, []).append(r)
+    return {k: sorted(v, key=step_of) for k, v in groups.items() if len({step_of(r) for r in v}) > 1}
+
+
+def label_steps(runs: list) -> None:
+    """Label the models of a run at several steps ``<label> step <N>`` (each row stays one checkpoint) and note
+    it once per run; remember the run's label for the trajectory figure (``run.trajectory``)."""
+    for (folder, weights), members in group_steps(runs).items():
+        base = members[0].label
+        steps = [step_of(r) for r in members]
+        for r in members:
+            r.trajectory = base
+            r.label = f"{base} step {step_of(r)}"
+        members[0].notes.append(f"{len(members)} checkpoints of one run ({folder}, weights {weights}) at steps "
+                                f"{', '.join(map(str, steps))}: one row per step, and trajectory.png draws each "
+                                "measure against the step")
+
+
+def trajectory_series(runs: list) -> list[tuple[str, str, str, dict]]:
+    """(key, panel title, y label, {run label: (steps, values)}) of every scalar the runs at several steps hold."""
+    from flatkit.plots.style import arm_sort_key
+    from flatkit.plots.track import default_keys, scalar_label, short_label
+    from flatkit.report import collect as C
+
+    lines: dict[str, dict[str, list]] = {}
+    settings: dict = {}
+    for r in runs:
+        base = getattr(r, "trajectory", None)
+        if base is None:
+            continue
+        vals = dict(C.flatness_numbers(r))
+        if vals.get("loss") is None:
+            vals["loss"] = C.bank_loss(r)[0]
+        q = C.quantize_table(r)
+        if q is not None:
+            for b, d in zip(q["bits"], q["drift_mse"], strict=False):
+                vals[f"quantize_drift_{b}bit"] = d
+        if r.has("sharpness"):
+            settings["sharpness"] = {"kind": vals.get("sharpness_kind"), "eps": vals.get("sharpness_eps")}
+        for k, v in vals.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None:
+                lines.setdefault(k, {}).setdefault(base, []).append((step_of(r), float(v)))
+    out = []
+    for k in default_keys(list(lines)):
+        series = {lab: (np.array([s for s, _ in sorted(pts)], dtype=float), np.array([v for _, v in sorted(pts)]))
+                  for lab, pts in sorted(lines[k].items(), key=lambda kv: arm_sort_key(kv[0]))}
+        out.append((k, scalar_label(k, settings), short_label(k, settings), series))
+    return out
+
+
+def plot_trajectory(items: list, stem: Path) -> list[Path]:
+    """The trajectory figure of :func:`trajectory_series`' items."""
+    from flatkit.plots.track import plot_series
+
+    return plot_series([(title, ylabel, series) for _, title, ylabel, series in items], stem,
+                       "Measures against the training step")
+
+
+def track_label(folder: Path) -> str | None:
+    """The label of a ``flatkit track`` point folder: its run's label and weights (``+SAM`` with ``ema`` ->
+    ``+SAM+EMA``), as its results record them; None for any other folder."""
+    from flatkit.plots.track import line_label
+
+    for p in sorted(Path(folder).glob("*.json")):
+        try:
+            meta = json.loads(p.read_text()).get("meta") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        tr = meta.get("track")
+        if isinstance(tr, dict) and tr.get("run"):
+            return line_label(str(tr["run"]), str(meta.get("weights") or "raw"))
+    return None
