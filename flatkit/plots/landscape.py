@@ -153,21 +153,21 @@ def _panel_title(res: Any, m: int, label: str) -> str:
 
 def _draw_marks(ax: Any, res: Any) -> None:
     """The checkpoints on an interpolation plane / PCA path: diamonds, labelled without overlap (the last one
-    below left of its marker, the others above right; a point closer than 28 px to a named one stays unnamed)."""
+    below left of its marker, the others above right; a point closer than 40 px to a named one stays unnamed)."""
     marks = list(res.marks or [])
     if not marks:
         return
     xs = [mk[1] for mk in marks]
     ys = [mk[2] if len(mk) > 2 else 0.0 for mk in marks]
-    if res.directions == "pca":  # the optimisation path
-        ax.plot(xs, ys, "-", color="white", lw=1, zorder=3)
+    if res.directions == "pca":  # the optimisation path, ending at θ (the centre)
+        ax.plot([*xs, 0.0], [*ys, 0.0], "-", color="white", lw=1, zorder=3)
     ax.plot(xs, ys, "D", color="white", mec="k", ms=4, zorder=4, ls="none")
     ax.figure.canvas.draw_idle()
     pix = ax.transData.transform(np.column_stack([xs, ys]))
     placed: list[np.ndarray] = []
     order = [len(marks) - 1, *range(len(marks) - 1)]  # the last checkpoint first: it is always named
     for k, i in enumerate(order):
-        if any(np.hypot(*(pix[i] - q)) < 28 for q in placed):  # too close to a named one: left unnamed
+        if any(np.hypot(*(pix[i] - q)) < 40 for q in placed):  # too close to a named one: left unnamed
             continue
         placed.append(pix[i])
         ax.annotate(str(marks[i][0]), (xs[i], ys[i]), textcoords="offset points",

@@ -44,22 +44,33 @@ def plot_prior(res: PriorResult, stem: str | Path) -> list[Path]:
                     if sel.any():  # points only: the (μ, s) / η settings are not a sequence to join
                         ax.plot(kl[sel], y[sel], marker=mk, ls="none", color=c, ms=5, alpha=0.85,
                                 label=label if fam == "shift_scale" or not (kind == "shift_scale").any() else None)
-        y0 = [_nan(res.drift_mse[m]) for m in range(len(res.labels))]
-        for p, name in enumerate(res.point_labels()):  # name each prior point once, at its highest drift
-            ys = [v[p] for v in y0 if np.isfinite(v[p])]
-            if ys and np.isfinite(kl[p]):
-                axes[0].annotate(name, (kl[p], max(ys)), textcoords="offset points", xytext=(3, 4), fontsize=6,
-                                 color="0.3")
         for ax, (_, lab) in zip(axes, panels, strict=True):
             _kl_axis(ax, kl)
             ax.set_xlabel("KL(perturbed prior ‖ N(0, I)) [nats]")
             ax.set_ylabel(lab if len(lab) < 45 else lab.split(" (")[0])
             ax.grid(alpha=0.3)
+        _name_points(axes[0], kl, [_nan(res.drift_mse[m]) for m in range(len(res.labels))], res.point_labels())
         axes[0].legend(loc="best")
         fig.suptitle("Robustness to a perturbed prior (o: x_T = μ·1 + s·z, ^: x_T = z + η·z'; points, not a "
                      "sequence)")
         fig.tight_layout()
         return save(fig, stem)
+
+
+def _name_points(ax: Any, kl: np.ndarray, ys: list[np.ndarray], names: list[str]) -> None:
+    """Name each prior point once, at its highest value; a name that would overlap one already placed (closer
+    than 30 px) is left out."""
+    ax.figure.canvas.draw_idle()
+    placed: list[np.ndarray] = []
+    for p, name in enumerate(names):
+        vals = [v[p] for v in ys if np.isfinite(v[p])]
+        if not vals or not np.isfinite(kl[p]):
+            continue
+        xy = ax.transData.transform((kl[p], max(vals)))
+        if any(np.hypot(*(xy - q)) < 30 for q in placed):
+            continue
+        placed.append(xy)
+        ax.annotate(name, (kl[p], max(vals)), textcoords="offset points", xytext=(3, 4), fontsize=6, color="0.3")
 
 
 def _kl_axis(ax: Any, kl: np.ndarray) -> None:
