@@ -80,7 +80,8 @@ FULL = Sizes(preset="cifar10", data="builtin:shapes32", bank=256, batch_size=256
              samples=256, sample_steps=20, train_batch=128, train_steps=10, train_warmup=3, budget_s=470,
              caps={"top5_flatkit": 60, "landscape_fp32": 130, "landscape_bf16": 90, "trace_flatkit": 40,
                    "sample_ddim": 30, "train_plain": 25, "train_sam": 30, "top5_pyhessian": 90,
-                   "trace_pyhessian": 40, "landscape_ll": 40, "top5_reference": 60})
+                   "trace_pyhessian": 40, "landscape_ll": 40, "top5_reference": 60,
+                   "trace_loop": 30, "trace_vmap": 30})
 SMOKE = Sizes(preset="tiny", data="builtin:shapes16", bank=4, batch_size=4, topk_tol=1e-2, ref_tol=1e-4,
               lanczos_max_iter=10, pyhessian_iters=2, trace_hvps=8, points=3, batch_points=3, ll_points=3,
               samples=2, sample_steps=20, train_batch=2, train_steps=1, train_warmup=1, budget_s=240,
@@ -96,6 +97,8 @@ def row_titles(s: Sizes) -> dict[str, str]:
         "top5_reference": f"top-5 reference, flatkit Lanczos (tol {s.ref_tol:g})",
         "trace_flatkit": f"Hessian trace, flatkit Hutch++ ({s.trace_hvps} HVPs)",
         "trace_pyhessian": f"Hessian trace, PyHessian Hutchinson ({s.trace_hvps} HVPs)",
+        "trace_loop": f"Hessian trace, flatkit Hutch++, probes one per pass ({s.trace_hvps} HVPs)",
+        "trace_vmap": f"Hessian trace, flatkit Hutch++, probes vmapped ({s.trace_hvps} HVPs)",
         "landscape_fp32": f"{s.points}x{s.points} landscape, flatkit vmap fp32 (B={s.batch_points})",
         "landscape_bf16": f"{s.points}x{s.points} landscape, flatkit vmap bf16 (B={s.batch_points})",
         "landscape_ll": f"{s.ll_points}x{s.ll_points} landscape, loss-landscapes",
@@ -107,7 +110,8 @@ def row_titles(s: Sizes) -> dict[str, str]:
 
 # cheap and flatkit's own rows first, then the contenders, the reference last: a spent budget loses the least
 ORDER = ["sample_ddim", "train_plain", "train_sam", "top5_flatkit", "landscape_fp32", "landscape_bf16",
-         "trace_flatkit", "top5_pyhessian", "trace_pyhessian", "landscape_ll", "top5_reference"]
+         "trace_flatkit", "top5_pyhessian", "trace_pyhessian", "landscape_ll", "top5_reference",
+         "trace_loop", "trace_vmap"]
 
 
 class PartTimeout(Exception):
@@ -199,6 +203,8 @@ class Suite:
             out["top-5, PyHessian / flatkit"] = f"{st['top5_pyhessian_s'] / st['top5_flatkit_s']:.2f}x"
         if "trace_flatkit_s" in st and "trace_pyhessian_s" in st:
             out["trace at equal HVPs, PyHessian / flatkit"] = f"{st['trace_pyhessian_s'] / st['trace_flatkit_s']:.2f}x"
+        if "trace_loop_s" in st and "trace_vmap_s" in st:
+            out["trace, probes one per pass / vmapped"] = f"{st['trace_loop_s'] / st['trace_vmap_s']:.2f}x"
         if "ll_per_point_s" in st and "landscape_fp32_per_point_s" in st:
             r = st["ll_per_point_s"] / st["landscape_fp32_per_point_s"]
             out["landscape per grid point, loss-landscapes / flatkit vmap fp32"] = f"{r:.2f}x"
@@ -288,12 +294,16 @@ def add_hessian_rows(suite: Suite, run: Any, obj: Any) -> None:
         st["top5_pyhessian"] = vals
         return _fmt(vals), f"{st['pyhessian_hvps']} HVPs"
 
-    def flatkit_trace():
+    def flatkit_trace(probe_batch: str = "auto"):
         t = time.perf_counter()
-        r = hessian_trace(obj, method="hutch++", rtol=1e-12, max_hvps=s.trace_hvps, check=False)
+        r = hessian_trace(obj, method="hutch++", rtol=1e-12, max_hvps=s.trace_hvps, check=False,
+                          probe_batch=probe_batch)
         suite.sync()
-        st["trace_flatkit_s"] = time.perf_counter() - t
-        return f"{r.estimate:.5g} ± {r.stderr:.2g}", f"{r.hvp_count} HVPs (± one standard error)"
+        key = "trace_flatkit" if probe_batch == "auto" else f"trace_{probe_batch}"
+        st[f"{key}_s"] = time.perf_counter() - t
+        pb = (r.meta or {}).get("probe_batch", {})
+        used = f"; probes: {pb.get('used', '?')}, {pb.get('vectors_per_call', '?')} per pass" if pb else ""
+        return f"{r.estimate:.5g} ± {r.stderr:.2g}", f"{r.hvp_count} HVPs (± one standard error){used}"
 
     def pyhessian_trace():
         t = time.perf_counter()
@@ -309,6 +319,7 @@ def add_hessian_rows(suite: Suite, run: Any, obj: Any) -> None:
 
     suite.state["rows"] = {"top5_flatkit": flatkit_top5, "top5_reference": reference,
                            "top5_pyhessian": pyhessian_top5, "trace_flatkit": flatkit_trace,
+                           "trace_loop": lambda: flatkit_trace("loop"), "trace_vmap": lambda: flatkit_trace("vmap"),
                            "trace_pyhessian": pyhessian_trace}
 
 
