@@ -111,8 +111,10 @@ def readme_paper_command() -> dict[str, str]:
 
 def test_paper_cifar10_script_on_the_tiny_preset(tmp_path):
     """examples/README.md's command, with OUT in the test's folder, on the CPU, and FID with a tiny detector."""
-    det = tmp_path / "detector.pt"
-    torch.jit.script(_Detector()).save(str(det))
+    det = tmp_path / "detector.pt2"  # a torch.export program (TorchScript is deprecated)
+    batch = {"x": {0: torch.export.Dim("batch", min=1, max=65536)}}
+    program = torch.export.export(_Detector(), (torch.zeros(2, 3, 16, 16),), dynamic_shapes=batch)  # shapes16
+    torch.export.save(program, str(det))
     out = tmp_path / "paper"
     env = {**readme_paper_command(), "OUT": str(out), "DEVICE": "cpu", "DETECTOR": str(det)}
     assert env["ARMS"] == "sam:swa" and env["TPRIME"] == "2 4" and env["PRESET"] == "tiny"
