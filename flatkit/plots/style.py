@@ -113,7 +113,7 @@ def save(fig, stem: str | Path, formats: tuple[str, ...] = ("png", "pdf")) -> li
     paths = []
     for f in formats:
         p = stem.with_suffix("." + f)
-        fig.savefig(p)
+        fig.savefig(p, dpi=RC["savefig.dpi"], bbox_inches=RC["savefig.bbox"])  # also when called outside style()
         paths.append(p)
     plt.close(fig)
     return paths
