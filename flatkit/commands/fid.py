@@ -54,9 +54,9 @@ def command(samples: str, ref: str, **params) -> None:
 
 def _sha256(path: str) -> str | None:
     """The samples file's sha256 (what fid.json records), None when it cannot be read (fid itself says why)."""
-    from flatkit.results import file_sha256
+    from flatkit.metrics.fid import samples_sha256
 
     try:
-        return file_sha256(path)
+        return samples_sha256(path)
     except OSError:
         return None

@@ -70,6 +70,21 @@ def load_samples(path: str | os.PathLike, what: str = "SAMPLES") -> np.ndarray:
     return arr
 
 
+def samples_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a samples file, or of a folder's image files (their relative paths and contents, in order)."""
+    import hashlib
+
+    p = Path(path)
+    if not p.is_dir():
+        return file_sha256(p)
+    from flatkit.data.folder import list_images
+
+    h = hashlib.sha256()
+    for f in list_images(str(p)):
+        h.update(os.path.relpath(f, p).encode() + b"\0" + bytes.fromhex(file_sha256(f)))
+    return h.hexdigest()
+
+
 def _is_stats_file(path: str) -> bool:
     """A statistics file rather than images: torch-fidelity's ``.pt``, or an npz with ``mu`` / ``sigma`` (or
     clean-fid's ``feats``) and no ``arr_0`` (an ADM reference batch holds both: its images are used)."""
@@ -217,6 +232,6 @@ def fid(
         input_convention=convention,
         device=device,
         wall_time_s=time.perf_counter() - t0,
-        samples_sha256=file_sha256(samples) if Path(samples).is_file() else None,
+        samples_sha256=samples_sha256(samples),
     )
     return res

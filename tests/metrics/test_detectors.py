@@ -19,7 +19,7 @@ from flatkit.cli import main
 from flatkit.errors import UsageError
 from flatkit.metrics import detector as detmod
 from flatkit.metrics.detector import detector_features, expected_weights, load_detector
-from flatkit.metrics.fid import load_samples, write_png_folder
+from flatkit.metrics.fid import load_samples, samples_sha256, write_png_folder
 from flatkit.metrics.frechet import feature_statistics, frechet_distance, load_statistics, save_statistics
 
 DETECTOR_SRC = '''
@@ -266,6 +266,18 @@ def test_png_folder_and_adm_reference_batch(det_files, images, tmp_path):
         assert res.exit_code == 0, res.output
         out[key] = json.loads((tmp_path / f"o_{key}" / "fid.json").read_text())
     assert out["pngs"]["fid"] == out["npz"]["fid"] and out["pngs"]["n_ref"] == 30
+    # a folder's identity is its images' names and bytes: the same --out is reused until an image changes
+    h = out["pngs"]["meta"]["samples_sha256"]
+    assert h == samples_sha256(tmp_path / "pngs") and h != samples_sha256(tmp_path / "s.npz")
+    again = ["fid", str(tmp_path / "pngs"), str(tmp_path / "ref_batch.npz"), "--detector", str(d / "dyn.pt2"),
+             "--kid-subsets", "2", "--no-progress", "--out", str(tmp_path / "o_pngs"), "--ref-cache",
+             str(tmp_path / "pngs.pt")]
+    r = CliRunner().invoke(main, again)
+    assert r.exit_code == 0 and "reusing" in r.output, r.output
+    write_png_folder(b[:2], tmp_path / "pngs")  # 000000.png, 000001.png now differ
+    assert samples_sha256(tmp_path / "pngs") != h
+    r = CliRunner().invoke(main, again)
+    assert r.exit_code == 2 and "--out" in r.output, r.output
     # --ref-cache .pt wrote torch-fidelity's format; as REF it gives the same FID (statistics only: no KID)
     r = CliRunner().invoke(main, ["fid", str(tmp_path / "s.npz"), str(tmp_path / "npz.pt"), "--detector",
                                   str(d / "dyn.pt2"), "--no-progress", "--out", str(tmp_path / "o_pt")])
