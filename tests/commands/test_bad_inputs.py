@@ -160,6 +160,15 @@ CASES += [
     ("demo-out-occupied", ["demo", "--budget", "smoke", "--out", "{d}/occupied"], "occupied"),
     ("figures-corrupt", ["figures", "{d}/result", "--out", "{d}/figs"], "hessian.json"),
     ("report-nothing", ["report", "{d}/imgs_empty", "--out", "{d}/rep"], "imgs_empty"),
+    ("track-no-run-dir", ["track", "--out", "{d}/out_new"], "RUN_DIR"),
+    ("track-no-checkpoints", ["track", "{d}/imgs_empty", "--out", "{d}/out_new"], "imgs_empty"),
+    ("track-file-not-dir", ["track", "{d}/good.pt", "--out", "{d}/out_new"], "good.pt"),
+    ("track-unknown-measure", ["track", "{d}/imgs_empty", "--measures", "hessian,curvature"], "--measures"),
+    ("track-measure-twice", ["track", "{d}/imgs_empty", "--measures", "hessian,hessian"], "--measures"),
+    ("track-option-of-another-measure", ["track", "{d}/imgs_empty", "--measures", "sharpness", "--top-k", "3"],
+     "--top-k"),
+    ("track-repeats", ["track", "{d}/imgs_empty", "--repeats", "2"], "--repeats"),
+    ("track-bad-measure-option", ["track", "{d}/imgs_empty", "--kind", "sharpest"], "--kind"),
 ]
 
 
