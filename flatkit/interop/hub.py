@@ -91,8 +91,8 @@ def _import_hub(spec: str) -> Any:
     try:
         import huggingface_hub
     except ImportError:
-        raise UsageError(f"{spec}: a Hugging Face repo id needs the optional huggingface_hub package "
-                         f"({INSTALL_HINT})") from None
+        raise UsageError(f"{spec}: no such file or directory (read as a Hugging Face repo id, it needs the "
+                         f"optional huggingface_hub package: {INSTALL_HINT})") from None
     return huggingface_hub
 
 

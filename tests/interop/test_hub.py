@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,12 @@ def test_bad_subfolder_and_api_error(env):
         flatkit.load("tester/tiny-ddpm/vae")
     with pytest.raises(UsageError, match="--download"):
         flatkit.load("nobody/absent-model")
+
+
+def test_without_huggingface_hub_a_missing_path_says_both(monkeypatch):
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails
+    with pytest.raises(UsageError, match=r"^runs/nothere: no such file or directory \(read as a Hugging Face"):
+        flatkit.load("runs/nothere")
 
 
 def test_download_goes_to_huggingface_hub(env, monkeypatch):
