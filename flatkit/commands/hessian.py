@@ -10,7 +10,6 @@ from __future__ import annotations
 import click
 
 from flatkit.commands._common import analysis_command, analysis_setup, echo_written
-from flatkit.repeats import summary_lines
 from flatkit.settings import HessianSettings
 
 
@@ -32,6 +31,8 @@ def command(**params) -> None:
         return
     for m in range(len(res.labels)):
         click.echo(summary_line(res, m))
+    from flatkit.repeats import summary_lines
+
     for line in summary_lines(res):  # --repeats
         click.echo(line)
     written = list(res.save(run.out_dir))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import click
 
 from flatkit.commands._common import analysis_command, analysis_setup, echo_written
-from flatkit.repeats import summary_lines
 from flatkit.settings import PerturbSettings
 
 
@@ -39,6 +38,8 @@ def command(**params) -> None:
         if s.worst:
             line += f", worst case {res.worst[m, -1]:.4g}"
         click.echo(line)
+    from flatkit.repeats import summary_lines
+
     at = f"at r = {r[-1]:g}"  # --repeats: ΔL at the largest radius
     for line in summary_lines(res, [("mean", (-1,), f"ΔL random {at}"), ("worst", (-1,), f"ΔL worst {at}")]):
         click.echo(line)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from flatkit.commands._common import analysis_command, analysis_setup, echo_written
-from flatkit.repeats import summary_lines
 from flatkit.settings import SharpnessSettings
 
 
@@ -33,5 +32,7 @@ def command(**params) -> None:
                  if res.kind == "average" else "")
         click.echo(f"{label}: {res.kind} sharpness (eps {res.eps:g}): {res.value[m]:.6g}{unit}{extra}; "
                    f"L(θ) = {res.loss0[m]:.6g}")
+    from flatkit.repeats import summary_lines
+
     for line in summary_lines(res):  # --repeats
         click.echo(line)
