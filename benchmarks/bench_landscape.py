@@ -6,10 +6,12 @@ grids must agree. loss-landscapes' ``planar_interpolation`` walks the grid with 
 adds before evaluating on even rows and subtracts before evaluating on odd rows); the comparison maps each of
 its values to the grid point it was really evaluated at.
 
-Run:  python benchmarks/bench_landscape.py [--ckpt CKPT] [--device cuda] [--points 11] [--n-eval 64] [--repeats 3]
-The contenders run in turn, ``--repeats`` rounds (flatkit sequential, each vmap B, auto, loss-landscapes, then
-again), and each keeps its best time, so load from other processes hits them alike. ``--threads`` defaults to
-1 on machines with at most 2 cores, as the flatkit CLI does.
+Run:  python benchmarks/bench_landscape.py [--ckpt CKPT | --model small] [--device cuda] [--points 11] [--n-eval 64]
+      [--repeats 3]
+The contenders run in turn, ``--repeats`` rounds (flatkit sequential, each vmap B, auto, loss-landscapes, in an
+order rotating by one each round), and each keeps its best time, so load from other processes hits them alike;
+the ratio flatkit / loss-landscapes is also taken per round and reported as median and min-max.
+``--threads`` defaults to 1 on machines with at most 2 cores, as the flatkit CLI does.
 Prints the timings, the speed-up ratios and the largest grid differences; ``--json FILE`` writes them.
 """
 
@@ -25,10 +27,62 @@ import numpy as np
 import torch
 
 
-def build_objective(ckpt: str | None, n_eval: int, batch_size: int, device: str):
+class _GroupNorm(torch.nn.GroupNorm):
+    """GroupNorm from elementary operations: torch's fused GroupNorm backward has no forward-mode rule, which
+    curvlinops' forward-over-reverse HVP needs (the values are GroupNorm's up to float rounding)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c = x.shape[:2]
+        g = x.reshape(b, self.num_groups, -1)
+        mean = g.mean(dim=2, keepdim=True)
+        var = (g - mean).pow(2).mean(dim=2, keepdim=True)
+        y = ((g - mean) / torch.sqrt(var + self.eps)).reshape(x.shape)
+        shape = (1, c) + (1,) * (x.dim() - 2)
+        return y * self.weight.reshape(shape) + self.bias.reshape(shape)
+
+
+class SmallDenoiser(torch.nn.Module):
+    """A 5.6k-parameter conv ε-predictor (3 -> 16 channels, two residual Conv-GroupNorm-SiLU blocks, a linear
+    time embedding): a model so small that per-point and per-HVP overheads show against its forward pass."""
+
+    def __init__(self, ch: int = 16) -> None:
+        super().__init__()
+        self.inp = torch.nn.Conv2d(3, ch, 3, padding=1)
+        self.temb = torch.nn.Linear(1, ch)
+        self.c1, self.n1 = torch.nn.Conv2d(ch, ch, 3, padding=1), _GroupNorm(4, ch)
+        self.c2, self.n2 = torch.nn.Conv2d(ch, ch, 3, padding=1), _GroupNorm(4, ch)
+        self.out = torch.nn.Conv2d(ch, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        def silu(h: torch.Tensor) -> torch.Tensor:  # x·σ(x): torch's fused SiLU backward has no forward-mode rule
+            return h * torch.sigmoid(h)  # (curvlinops' HVP is forward-over-reverse)
+
+        h = self.inp(x) + self.temb((t.to(x.dtype) / 1000)[:, None])[:, :, None, None]
+        h = h + self.c1(silu(self.n1(h)))
+        h = h + self.c2(silu(self.n2(h)))
+        return self.out(silu(h))
+
+
+def small_run(device: str | torch.device = "cpu"):
+    """A :class:`flatkit.checkpoint.Run` of :class:`SmallDenoiser` (seed 0) on builtin:shapes16, linear schedule."""
+    from flatkit.checkpoint import Run
+    from flatkit.config import DiffusionConfig, ModelConfig, RunConfig
+    from flatkit.diffusion import create_diffusion
+
+    torch.manual_seed(0)
+    model = SmallDenoiser().to(device).eval()
+    dcfg = DiffusionConfig(diffusion_steps=1000, noise_schedule="linear")
+    return Run(model=model, diffusion=create_diffusion(dcfg),
+               config=RunConfig(ModelConfig(image_size=16), dcfg, data="builtin:shapes16"))
+
+
+def build_objective(ckpt: str | None, n_eval: int, batch_size: int, device: str, model: str = "tiny"):
     import flatkit
     from flatkit.objective import Objective
 
+    if ckpt is None and model == "small":
+        run = small_run(device)
+        return run, Objective(run, n=n_eval, seed=0, loss="mse", batch_size=batch_size)
     if ckpt is None:  # a random tiny ADM UNet, every weight moved off its (partly zero) init
         import tempfile
 
@@ -88,6 +142,8 @@ def loss_landscapes_plane(model, obj, theta, d1, d2, R, P):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ckpt", default=None)
+    ap.add_argument("--model", default="tiny", choices=["tiny", "small"],
+                    help="without --ckpt: the tiny preset UNet (318k parameters) or the 5.6k-parameter SmallDenoiser")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--points", type=int, default=11)
     ap.add_argument("--n-eval", type=int, default=64)
@@ -110,7 +166,7 @@ def main() -> None:
     from flatkit.analyses.directions import random_directions
     from flatkit.analyses.landscape import landscape
 
-    run, obj = build_objective(args.ckpt, args.n_eval, args.batch_size, args.device)
+    run, obj = build_objective(args.ckpt, args.n_eval, args.batch_size, args.device, args.model)
     obj.set_precision(args.precision, args.channels_last)
     theta = obj.params
     d1, d2 = random_directions(theta, 2, seed=0, norm="filter", bias="zero")
@@ -171,8 +227,9 @@ def main() -> None:
 
     results = {}
     for rnd in range(max(1, args.repeats)):
-        for name, warm, fn in contenders:
-            if rnd == 0 and warm is not None:
+        k = rnd % len(contenders)  # a rotating order: no contender always runs first or last in a round
+        for name, warm, fn in contenders[k:] + contenders[:k]:
+            if name not in results and warm is not None:
                 warm()  # one warm-up call on a 3-point grid
             results[name] = run_timed(name, fn)
     seq = results["flatkit sequential"]
@@ -195,10 +252,18 @@ def main() -> None:
     best_vmap = min(v for k, v in t.items() if k.startswith("flatkit vmap"))
     out["ratios"] = {"sequential / best vmap": t["flatkit sequential"] / best_vmap}
     if "loss-landscapes" in t:
+        import statistics
+
+        every = out["all_timings_s"]
+        for name in ("flatkit sequential", "flatkit auto"):  # per round: the ratio of the two runs of that round
+            per = [a / b for a, b in zip(every[name], every["loss-landscapes"], strict=True)]
+            out.setdefault("per_round_ratios", {})[f"{name} / loss-landscapes"] = {
+                "median": statistics.median(per), "min": min(per), "max": max(per), "per_round": per}
         out["ratios"]["loss-landscapes / flatkit sequential"] = t["loss-landscapes"] / t["flatkit sequential"]
         out["ratios"]["loss-landscapes / flatkit auto"] = t["loss-landscapes"] / t["flatkit auto"]
         out["ratios"]["loss-landscapes / best vmap"] = t["loss-landscapes"] / best_vmap
-    print(json.dumps({"ratios": out["ratios"], "overhead_s": out["overhead_s"], "max_abs_diff": out["max_abs_diff"],
+    print(json.dumps({"ratios": out["ratios"], "per_round_ratios": out.get("per_round_ratios"),
+                      "overhead_s": out["overhead_s"], "max_abs_diff": out["max_abs_diff"],
                       "auto": out["auto_choice"]}, indent=1))
     if args.json:
         with open(args.json, "w") as f:
