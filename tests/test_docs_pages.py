@@ -17,7 +17,7 @@ from flatkit.cli import main
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 COMMANDS = ("train", "info", "sample", "hessian", "sharpness", "perturb", "landscape", "prior", "exposure",
-            "quantize", "fid", "figures", "demo")
+            "quantize", "fid", "track", "figures", "demo")
 
 
 def blocks(text: str) -> list[tuple[str, str]]:

@@ -16,12 +16,13 @@ def _api(name):
     from flatkit.analyses.robustness.exposure import exposure
     from flatkit.analyses.robustness.prior import prior
     from flatkit.analyses.robustness.quantize import quantize
+    from flatkit.analyses.track import track
     from flatkit.metrics.fid import fid
     from flatkit.sampling import sample
 
     return {"hessian": flatkit.hessian, "sharpness": flatkit.sharpness, "landscape": flatkit.landscape,
             "perturb": flatkit.perturb, "sample": sample, "exposure": exposure, "prior": prior,
-            "quantize": quantize, "fid": fid}[name]
+            "quantize": quantize, "fid": fid, "track": track}[name]
 
 
 def _norm(v):
