@@ -480,6 +480,9 @@ class FidSettings(CommonSettings):
     ref_cache: str | None = setting(None, "--ref-cache", "Reference statistics file: read when it exists, else "
                                     "written (.npz: mu/sigma/features as pytorch-fid and clean-fid write them; "
                                     ".pt: torch-fidelity's format).", metavar="FILE")
+    save_stats: str | None = setting(None, "--save-stats", "Also write the samples' statistics to FILE (.npz: "
+                                     "mu/sigma/features as pytorch-fid and clean-fid read them; .pt: "
+                                     "torch-fidelity's format).", metavar="FILE")
     max_ref: int | None = setting(None, "--max-ref", "Use only the first N reference images.", metavar="N",
                                   kind="int", min=2, default_help="all")
     kid_subsets: int = setting(100, "--kid-subsets", "KID subsets.", metavar="K", kind="int", min=1)

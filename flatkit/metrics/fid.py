@@ -146,6 +146,7 @@ class FidResult(Result):
     weight_free: dict = field(default_factory=dict)
     weight_free_names: dict = field(default_factory=dict)
     ref_cache: str | None = None
+    samples_stats: str | None = None
     meta: dict = field(default_factory=dict)
 
 
@@ -194,6 +195,9 @@ def fid(
         convention = det.convention
         fs = detector_features(det, imgs, batch_size, device, progress=progress)
         mu_s, sig_s = feature_statistics(fs)
+        if s.save_stats is not None:  # the samples' statistics, in the format of the file's suffix
+            save_statistics(s.save_stats, mu_s, sig_s, fs)
+            res.samples_stats = str(s.save_stats)
         feats_r = None
         if ref_is_stats:
             mu_r, sig_r, feats_r = load_statistics(ref)

@@ -262,16 +262,23 @@ def test_png_folder_and_adm_reference_batch(det_files, images, tmp_path):
     for key, s, r in (("npz", "s.npz", "r.npz"), ("pngs", "pngs", "ref_batch.npz")):
         res = CliRunner().invoke(main, ["fid", str(tmp_path / s), str(tmp_path / r), "--detector",
                                         str(d / "dyn.pt2"), "--kid-subsets", "2", "--no-progress", "--out",
-                                        str(tmp_path / f"o_{key}"), "--ref-cache", str(tmp_path / f"{key}.pt")])
+                                        str(tmp_path / f"o_{key}"), "--ref-cache", str(tmp_path / f"{key}.pt"),
+                                        "--save-stats", str(tmp_path / f"samples_{key}.npz")])
         assert res.exit_code == 0, res.output
         out[key] = json.loads((tmp_path / f"o_{key}" / "fid.json").read_text())
+    # --save-stats: the samples' mu / sigma as pytorch-fid writes them (and features)
+    mu, sigma, feats = load_statistics(tmp_path / "samples_npz.npz")
+    want_mu, want_sigma = feature_statistics(detector_features(det_files[0], a))
+    np.testing.assert_allclose(mu, want_mu, rtol=1e-12)
+    np.testing.assert_allclose(sigma, want_sigma, rtol=1e-12)
+    assert feats.shape == (41, 8) and out["npz"]["samples_stats"] == str(tmp_path / "samples_npz.npz")
     assert out["pngs"]["fid"] == out["npz"]["fid"] and out["pngs"]["n_ref"] == 30
     # a folder's identity is its images' names and bytes: the same --out is reused until an image changes
     h = out["pngs"]["meta"]["samples_sha256"]
     assert h == samples_sha256(tmp_path / "pngs") and h != samples_sha256(tmp_path / "s.npz")
     again = ["fid", str(tmp_path / "pngs"), str(tmp_path / "ref_batch.npz"), "--detector", str(d / "dyn.pt2"),
              "--kid-subsets", "2", "--no-progress", "--out", str(tmp_path / "o_pngs"), "--ref-cache",
-             str(tmp_path / "pngs.pt")]
+             str(tmp_path / "pngs.pt"), "--save-stats", str(tmp_path / "samples_pngs.npz")]
     r = CliRunner().invoke(main, again)
     assert r.exit_code == 0 and "reusing" in r.output, r.output
     write_png_folder(b[:2], tmp_path / "pngs")  # 000000.png, 000001.png now differ
