@@ -64,8 +64,11 @@ def group_steps(runs: list) -> dict[tuple[str, str], list]:
 def label_steps(runs: list) -> None:
     """Label the models of a run at several steps ``<label> step <N>`` (each row stays one checkpoint) and note
     it once per run; remember the run's label for the trajectory figure (``run.trajectory``)."""
+    from flatkit.plots.track import line_label
+
     for (folder, weights), members in group_steps(runs).items():
-        base = members[0].label
+        labels = {r.label for r in members}
+        base = labels.pop() if len(labels) == 1 else line_label(Path(folder).name, weights)
         steps = [step_of(r) for r in members]
         for r in members:
             r.trajectory = base

@@ -163,6 +163,20 @@ def test_results_of_one_run_at_several_steps_in_separate_folders(tracked, tmp_pa
     assert "figures/trajectory.png" in (tmp_path / "r" / "report.md").read_text()
 
 
+def test_checkpoints_of_one_run_in_one_result_are_rows_by_step(runs, tmp_path):
+    """``flatkit hessian ckpt_10.pt ckpt_20.pt`` of one run: two rows labelled by step and a trajectory, not one
+    point."""
+    r = run("hessian", runs[0] / "ckpt_10.pt", runs[0] / "ckpt_20.pt", "--n-eval", "8", "--batch-size", "8",
+            "--tol", "0.1", "--device", "cpu", "--no-progress", "--out", tmp_path / "h")
+    assert r.exit_code == 0, r.output
+    r = run("figures", tmp_path / "h", "--out", tmp_path / "f")
+    assert r.exit_code == 0, r.output
+    fj = json.loads((tmp_path / "f" / "figures.json").read_text())
+    assert [x["label"] for x in fj["runs"]] == ["a step 10", "a step 20"]
+    assert fj["figures"]["trajectory"]["data"]["lambda_max"]["a"]["steps"] == list(STEPS)
+    assert any("2 checkpoints of one run" in n for n in fj["notes"])
+
+
 def test_run_checkpoints_adds_a_final_checkpoint_of_another_step(tmp_path, make_ckpt):
     from flatkit.analyses.track import run_checkpoints
     from flatkit.errors import UsageError
