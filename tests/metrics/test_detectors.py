@@ -19,7 +19,7 @@ from flatkit.cli import main
 from flatkit.errors import UsageError
 from flatkit.metrics import detector as detmod
 from flatkit.metrics.detector import detector_features, expected_weights, load_detector
-from flatkit.metrics.fid import load_samples, samples_sha256, write_png_folder
+from flatkit.metrics.fid import fid, load_samples, samples_sha256, write_png_folder
 from flatkit.metrics.frechet import feature_statistics, frechet_distance, load_statistics, save_statistics
 
 DETECTOR_SRC = '''
@@ -272,6 +272,10 @@ def test_png_folder_and_adm_reference_batch(det_files, images, tmp_path):
     np.testing.assert_allclose(mu, want_mu, rtol=1e-12)
     np.testing.assert_allclose(sigma, want_sigma, rtol=1e-12)
     assert feats.shape == (41, 8) and out["npz"]["samples_stats"] == str(tmp_path / "samples_npz.npz")
+    # the API: the same number with the module object, and with MODULE:FACTORY
+    for detector in (det_files[0], "tinydet:make"):
+        api = fid(str(tmp_path / "s.npz"), str(tmp_path / "r.npz"), detector=detector, kid_subsets=2)
+        assert api.fid == pytest.approx(out["npz"]["fid"], rel=1e-12) and api.n_ref == 30
     assert out["pngs"]["fid"] == out["npz"]["fid"] and out["pngs"]["n_ref"] == 30
     # a folder's identity is its images' names and bytes: the same --out is reused until an image changes
     h = out["pngs"]["meta"]["samples_sha256"]
