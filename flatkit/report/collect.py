@@ -131,6 +131,7 @@ def _landscape(res: Any, m: int) -> dict:
     return {"values": _curve(res.values, m, dims), "coords_a": np.asarray(res.coords_a, dtype=np.float64),
             "coords_b": np.asarray(res.coords_b, dtype=np.float64) if dims == 2 else None,
             "loss_centre": _num(_at(res.loss_centre, m)), "dims": dims, "directions": res.directions,
+            "loss0": _first(_num(_at(res.loss0, m)), _num(_at(res.loss_centre, m))),
             "norm": res.norm}
 
 
@@ -555,7 +556,7 @@ def flatness_numbers(run: RunDir) -> dict:
 #: where L(θ) on the bank is read from, in order: result name -> (adapter, its key)
 LOSS_SOURCES: dict[str, tuple[Any, str]] = {
     "hessian": (_hessian, "loss"), "sharpness": (_sharpness, "loss0"), "perturb": (_perturb, "loss0"),
-    "landscape": (_landscape, "loss_centre"), "quantize": (_quantize, "loss_fp"),
+    "landscape": (_landscape, "loss0"), "quantize": (_quantize, "loss_fp"),
 }
 
 
@@ -568,9 +569,114 @@ def bank_loss(run: RunDir) -> tuple[float | None, str | None, int | None]:
         v = adapter(res, run.model)[key]
         if v is not None:
             c = _cfg(res)
-            n = _first(c.get("n_eval"), ((res.meta or {}).get("objective") or {}).get("n"))
+            obj = (res.meta or {}).get("objective")  # one objective, or a list of one per model
+            obj = obj[0] if isinstance(obj, list) and obj else obj
+            n = _first(c.get("n_eval"), obj.get("n") if isinstance(obj, dict) else None)
             return v, name, n
     return None, None, None
+
+
+# ------------------------------------------------------------------------------------------------ the cost in fit
+#: the final training loss is the logged loss over this last fraction of the run's steps
+FINAL_FRACTION = 0.1
+
+
+def holdout_loss(run: RunDir) -> tuple[float | None, str | None, str | None]:
+    """L(θ) on held-out items (``flatkit train --holdout``): (value, the result it came from, why there is none).
+
+    From the first loss-based result (in :data:`LOSS_SOURCES` order) whose bank was drawn from the held-out items
+    (``--bank holdout``: its L(θ)) or that recorded a held-out bank beside its own (``meta.holdout.loss``)."""
+    reasons = []
+    for name, (adapter, key) in LOSS_SOURCES.items():
+        res = run.results.get(name)
+        if res is None:
+            continue
+        if _cfg(res).get("bank") == "holdout":
+            v = adapter(res, run.model)[key]
+            if v is not None:
+                return v, f"{name} (--bank holdout)", None
+        h = (res.meta or {}).get("holdout")
+        if not isinstance(h, dict):
+            reasons.append("its results were written before flatkit recorded held-out losses")
+            continue
+        v = _num(_at(h.get("loss"), run.model)) if h.get("loss") is not None else None
+        if v is not None:
+            return v, name, None
+        reasons.append(h.get("reason") or "the model's run held other items out than the first model's")
+    return None, None, reasons[0] if reasons else "no loss-based result (hessian, sharpness, perturb, landscape)"
+
+
+def training_folder(run: RunDir) -> Path | None:
+    """The folder of the training run that wrote the model's checkpoint (the one the results record), when it
+    holds ``metrics.jsonl``."""
+    if not run.checkpoint:
+        return None
+    for c in _candidates(run.checkpoint, run.path):
+        if c.is_file() and (c.parent / "metrics.jsonl").is_file():
+            return c.parent
+    return None
+
+
+def read_metrics(folder: str | Path) -> list[dict]:
+    """The lines of ``folder/metrics.jsonl`` in step order (lines that do not parse are skipped)."""
+    out = []
+    try:
+        text = (Path(folder) / "metrics.jsonl").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int):
+            out.append(rec)
+    return sorted(out, key=lambda r: r["step"])
+
+
+def final_train_loss(records: list[dict]) -> dict | None:
+    """The final training loss of a run from its metrics lines: the mean of the logged window losses weighted by
+    the steps each window covers, over the last :data:`FINAL_FRACTION` of the steps (at least the last window).
+    None without a finite logged loss."""
+    pts, prev = [], 0
+    for r in records:
+        pts.append((r["step"], r["step"] - prev, _num(r.get("loss"))))
+        prev = r["step"]
+    if not pts:
+        return None
+    last = pts[-1][0]
+    cut = last - max(1, int(math.ceil(FINAL_FRACTION * last)))
+    sel = [(s, w, v) for s, w, v in pts if (s > cut or s == last) and v is not None and w > 0]
+    if not sel:
+        return None
+    wsum = sum(w for _, w, _ in sel)
+    return {"value": sum(w * v for _, w, v in sel) / wsum, "from_step": sel[0][0] - sel[0][1], "to_step": last}
+
+
+def train_loss(run: RunDir) -> tuple[float | None, str | None]:
+    """(the final training loss of the run that wrote the model's checkpoint, why there is none)."""
+    folder = training_folder(run)
+    if folder is None:
+        why = ("no checkpoint recorded" if not run.checkpoint else
+               f"no metrics.jsonl beside {Path(run.checkpoint).name} (not a flatkit training run, or moved)")
+        return None, why
+    f = final_train_loss(read_metrics(folder))
+    return (f["value"], None) if f is not None else (None, f"{folder / 'metrics.jsonl'} logs no finite loss")
+
+
+def training_runs(runs: list[RunDir]) -> list[tuple[str, Path, list[dict]]]:
+    """(label, folder, metrics lines) of every training run behind the models, once each, labelled by its arm
+    without the weights (``+SAM`` for the run of +SAM, +SAM+EMA and +SAM+SWA) or by its folder name."""
+    out: dict[Path, tuple[str, Path, list[dict]]] = {}
+    for r in runs:
+        folder = training_folder(r)
+        if folder is None or folder.resolve() in out:
+            continue
+        lab = arm_label(r.train_config, "raw") if r.train_config else folder.name
+        if any(lab == o[0] for o in out.values()):
+            lab = f"{lab} ({folder.name})"
+        out[folder.resolve()] = (lab, folder, read_metrics(folder))
+    return [v for v in out.values() if v[2]]
 
 
 def quality_cells(run: RunDir) -> list[dict]:

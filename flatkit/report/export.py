@@ -22,7 +22,7 @@ _MATH = {"α": r"\alpha", "β": r"\beta", "γ": r"\gamma", "δ": r"\delta", "Δ"
          "∇": r"\nabla", "↓": r"\downarrow", "↑": r"\uparrow", "≤": r"\leq", "≥": r"\geq", "≈": r"\approx",
          "±": r"\pm", "×": r"\times", "−": "-", "‖": r"\|", "√": r"\surd", "∞": r"\infty", "·": r"\cdot",
          "†": r"^{\dagger}", "′": "'", "²": "^{2}", "³": "^{3}", "₀": "_{0}", "₁": "_{1}", "₂": "_{2}",
-         "ᵢ": "_{i}", "∈": r"\in", "→": r"\to"}
+         "ᵢ": "_{i}", "∈": r"\in", "→": r"\to", **{c: f"^{{{i + 1}}}" for i, c in enumerate("¹²³⁴⁵⁶⁷⁸⁹")}}
 
 #: whole words set as one math expression
 _WORDS = [("λ_max", r"\lambda_{\max}"), ("L(θ)", r"L(\theta)"), ("ε_θ", r"\varepsilon_\theta"),

@@ -6,6 +6,7 @@ Figures (each skipped, with a note, when no folder holds its results):
 
 ========================  ==============================================================================
 ``sample_quality``        table only: FID per arm and T' (``fid.json``), else a weight-free distance
+``training.png``          loss, grad norm, lr (and ρ, ‖e‖ for SAM) per training run (``metrics.jsonl``)
 ``flatness.png``          λ_max, trace, sharpness per arm (``hessian.json``, ``sharpness.json``)
 ``landscape.png``         2-D loss slices per arm, shared colour scale (``landscape.json``)
 ``perturb.png``           loss under weight perturbation per arm (``perturb.json``)
@@ -28,7 +29,7 @@ import numpy as np
 from flatkit.report import collect as C
 from flatkit.report.collect import RunDir
 
-FIGURE_NAMES = ("flatness", "landscape", "perturb", "exposure", "quantize", "samples", "samples_quantized", "trajectory")
+FIGURE_NAMES = ("training", "flatness", "landscape", "perturb", "exposure", "quantize", "samples", "samples_quantized", "trajectory")
 
 
 def fmt(v: Any, digits: int = 4) -> str:
@@ -308,6 +309,13 @@ def figures(run_dirs: list[str | Path] | list[RunDir], out: str | Path, labels: 
             return
         figs[name] = {"files": [p.name for p in paths], "data": data}
 
+    # training curves of the runs behind the models (metrics.jsonl beside their checkpoints)
+    from flatkit.plots.training import plot_training_curves
+
+    trs = C.training_runs(runs)
+    draw("training", plot_training_curves, [(lab, rec) for lab, _, rec in trs],
+         {lab: {"folder": str(f), "lines": len(rec)} for lab, f, rec in trs},
+         "no metrics.jsonl beside any result's checkpoint (flatkit train runs)")
     # flatness bars
     items = [(r.label, C.flatness_numbers(r)) for r in runs if r.has("hessian") or r.has("sharpness")]
     items = [(lab, f) for lab, f in items if any(f.get(k) is not None for k in ("lambda_max", "trace", "sharpness"))]

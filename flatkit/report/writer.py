@@ -32,6 +32,8 @@ FIGURE_CAPTIONS = {
     "quantize": "Loss change and paired sample drift against the weight bit width.",
     "samples": "Full-precision samples per arm.",
     "samples_quantized": "Samples at full precision and after weight quantization, same seeds per column.",
+    "training": "Training curves of the runs behind the arms (metrics.jsonl): loss (faint: each logged window, "
+                "solid: smoothed), gradient norm, learning rate, and for SAM runs ρ (dashed) and ‖e‖ (solid).",
 }
 
 
@@ -121,6 +123,18 @@ def summary(runs: list[RunDir], landscape_radius: float | None = None, perturb_r
                "(`hessian.json`, else `sharpness.json`, `perturb.json`, `landscape.json`, `quantize.json`): how "
                "well each arm fits. Flatness is only comparable between arms that fit about equally well; a flat "
                "but badly fitted model is no win."),
+        Column("train_loss", "final training loss",
+               "The loss the trainer logged (`metrics.jsonl` of the run that wrote the checkpoint): the mean of the "
+               f"logged minibatch losses over the last {C.FINAL_FRACTION:.0%} of the training steps, weighted by the "
+               "steps each logged window covers. It is the loss of the raw weights on the training minibatches as "
+               "training went (with SAM at w, before the ascent step; with input perturbation on perturbed inputs), "
+               "so a run's raw, EMA and SWA rows share it and it is not the same number as L(θ) on the bank: it "
+               "shows how well each run fitted its data."),
+        Column("holdout_loss", "held-out L(θ)",
+               "L(θ) on a bank drawn, like the bank of L(θ), from the items `flatkit train --holdout` reserved and "
+               "training never saw (same seed, loss and size, or all held-out items when fewer; "
+               "`meta.holdout` of the loss-based results, or their L(θ) when measured with `--bank holdout`). "
+               "Held-out minus bank L(θ) is the generalisation gap: flatness that costs held-out fit is no win."),
         Column("lambda_max", "λ_max ↓",
                "Largest eigenvalue of the Hessian of the training loss at θ (Lanczos on Hessian-vector products, "
                "`hessian.json`): the curvature along the sharpest direction. Lower is flatter."),
@@ -174,6 +188,8 @@ def summary(runs: list[RunDir], landscape_radius: float | None = None, perturb_r
         f, ld = fl[r.label], land[r.label]
         row: dict[str, Any] = {"label": r.label, "dir": str(r.path)}
         row["loss"], row["loss_source"], row["loss_n_eval"] = C.bank_loss(r)
+        row["train_loss"], row["train_loss_note"] = C.train_loss(r)
+        row["holdout_loss"], row["holdout_source"], row["holdout_loss_note"] = C.holdout_loss(r)
         row["lambda_max"] = f.get("lambda_max")
         row["trace"] = f.get("trace")
         row["sharpness"] = f.get("sharpness")
@@ -197,9 +213,32 @@ def summary(runs: list[RunDir], landscape_radius: float | None = None, perturb_r
 
     IV.attach(runs, rows, [c.key for c in cols], landscape_radius=landscape_radius, perturb_radius=pr_r,
               prior_point=point)
-    # drop columns no arm has
-    cols = [c for c in cols if any(row.get(c.key) is not None for row in rows)]
+    # drop columns no arm has (the cost in fit stays beside L(θ), with a footnote where it is missing)
+    fit = any(row.get("loss") is not None for row in rows)
+    cols = [c for c in cols if any(row.get(c.key) is not None for row in rows) or (fit and c.key in FIT_COLUMNS)]
     return cols, rows, notes
+
+
+#: the fit columns shown beside L(θ) even when no arm has them (each missing cell footnoted with the reason)
+FIT_COLUMNS = ("train_loss", "holdout_loss")
+_SUP = "¹²³⁴⁵⁶⁷⁸⁹"
+
+
+def fit_footnotes(cols: list[Column], rows: list[dict], trows: list[list[str]]) -> list[str]:
+    """Mark the missing cells of the fit columns in ``trows`` (the display rows) with a footnote number, one per
+    distinct reason; the footnote lines (``¹ held-out L(θ) — for ADM, +EMA: the model was trained without …``)."""
+    keys = [c.key for c in cols]
+    notes: dict[tuple[str, str], list[str]] = {}
+    for i, row in enumerate(rows):
+        for key in FIT_COLUMNS:
+            why = row.get(f"{key}_note")
+            if key in keys and row.get(key) is None and why:
+                notes.setdefault((key, why), []).append(row["label"])
+                j = list(notes).index((key, why))
+                trows[i][1 + keys.index(key)] = "—" + (_SUP[j] if j < len(_SUP) else f"[{j + 1}]")
+    head = {c.key: c.header for c in cols}
+    return [f"{_SUP[j] if j < len(_SUP) else f'[{j + 1}]'} {head[key]} — for {', '.join(labs)}: {why}."
+            for j, ((key, why), labs) in enumerate(notes.items())]
 
 
 def _cell(row: dict, key: str) -> str:
@@ -259,6 +298,7 @@ def write_report(rows: Sequence[tuple[str | None, str | Path]] | Sequence[str | 
 
     headers = ["arm"] + [c.header for c in cols]
     trows = [[row["label"]] + [_cell(row, c.key) for c in cols] for row in summ]
+    footnotes = fit_footnotes(cols, summ, trows)
     fig_files = [(n, figdir / f"{n}.png") for n in FIGURE_NAMES if n in fig["figures"]]
 
     # ---- markdown
@@ -268,8 +308,9 @@ def write_report(rows: Sequence[tuple[str | None, str | Path]] | Sequence[str | 
     md += ["Every number below is read from the result files of these folders (nothing is recomputed):", ""]
     md += [f"- **{r.label}**: `{r.path}`" + (f" (model {r.model})" if r.model else "")
            + f" (label from {r.label_source})" for r in runs]
-    md += ["", "## Summary (↓: lower is better)", "", md_table(headers, trows), "",
-           "The same table is in `summary.csv` (full-precision numbers) and `summary.tex` (LaTeX, booktabs).", ""]
+    md += ["", "## Summary (↓: lower is better)", "", md_table(headers, trows), ""]
+    md += [x for f in footnotes for x in (f, "")]
+    md += ["The same table is in `summary.csv` (full-precision numbers) and `summary.tex` (LaTeX, booktabs).", ""]
     md += ["### What each column measures", ""]
     md += [f"- **{c.header}**: {c.explanation}" for c in cols]
     from flatkit.report.intervals import markdown as intervals_markdown
@@ -303,6 +344,7 @@ def write_report(rows: Sequence[tuple[str | None, str | Path]] | Sequence[str | 
     caption = "Summary of the flatkit measures per arm (lower is better where marked)."
     if any(row.get("quality_metric") == "SW2" for row in summ):
         caption += " † sliced Wasserstein-2 distance to the data on pixels (weight-free, not FID)."
+    caption += "".join(f" {f}" for f in footnotes)
     atomic_write_text(out / "summary.tex", summary_tex(cols, summ, trows, caption=caption))
 
     # ---- html (self-contained: the markdown rendered, figures as data URIs, plotly inlined)

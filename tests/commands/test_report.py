@@ -70,10 +70,12 @@ def test_report_of_a_comparison_and_a_demo_folder(folders, tmp_path):
     doc = json.loads((out / "report.json").read_text())
     assert [x["model"] for x in doc["runs"]] == [0, 1, 0]
     md = (out / "report.md").read_text()
-    assert md.startswith("# Cmp & 100% #1\n") and "| arm | L(θ) on the bank (n = 4) | λ_max ↓ | trace ↓ |" in md
+    assert md.startswith("# Cmp & 100% #1\n") and (
+        "| arm | L(θ) on the bank (n = 4) | final training loss | held-out L(θ) | λ_max ↓ | trace ↓ |" in md)
     tex = (out / "summary.tex").read_text()
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
-    assert r"arm & $L(\theta)$ on the bank (n = 4) & $\lambda_{\max}$ $\downarrow$ & trace $\downarrow$ \\" in tex
+    assert (r"arm & $L(\theta)$ on the bank (n = 4) & final training loss & held-out $L(\theta)$ & $\lambda_{\max}$ "
+            r"$\downarrow$ & trace $\downarrow$ \\") in tex
     assert "+SAM\\#2 & " in tex  # '#' escaped
     html = (out / "report.html").read_text()
     body = re.sub(r"<script.*?</script>", "", html.split("<body>", 1)[1], flags=re.S)

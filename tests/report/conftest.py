@@ -10,6 +10,7 @@ files the commands really write: ADM has every result (and samples + a detector-
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,10 @@ def micro_checkpoint(make_ckpt, path: Path, seed: int, **train: object) -> Path:
     from flatkit.train.trainer import TrainConfig
 
     cfg = TrainConfig(data=DATA, steps=3, ema=[0.9], **train)
+    rho = float(train.get("sam_rho", 0.0))
+    (path.parent / "metrics.jsonl").write_text("".join(  # the trainer's log beside it (the training figure)
+        json.dumps({"step": s, "loss": 1.0 / s, "grad_norm": 2.0 / s, "sam_e_norm": rho, "lr": 1e-3, "rho": rho})
+        + "\n" for s in (1, 2, 3)))
     return make_ckpt(path, "tiny", model={"attention_resolutions": "", "channel_mult": "1"}, seed=seed, noise=0.05,
                      data=DATA, others={"ema_0.9": 0.01}, step=3, ema_rates=[0.9],
                      train={"config": dataclasses.asdict(cfg)})

@@ -13,7 +13,7 @@ from flatkit.cli import main
 from flatkit.report.collect import arm_label, load_result
 from flatkit.report.figures import fmt
 
-FIGS = ("flatness", "landscape", "perturb", "exposure", "quantize", "samples", "samples_quantized")
+FIGS = ("training", "flatness", "landscape", "perturb", "exposure", "quantize", "samples", "samples_quantized")
 
 
 def run(*args):
@@ -116,7 +116,7 @@ def test_label_override_and_missing_results_skip_with_a_note(result_dirs, tmp_pa
     assert r.exit_code == 0, r.output
     fj = json.loads((tmp_path / "o" / "figures.json").read_text())
     assert fj["runs"][0]["label"] == "+SAM+SWA" and fj["runs"][0]["label_source"] == "given"
-    assert set(fj["figures"]) == {"flatness"}
+    assert set(fj["figures"]) == {"training", "flatness"}  # training: the metrics.jsonl beside its checkpoint
     for name in ("perturb", "exposure", "quantize", "landscape", "samples", "samples_quantized"):
         assert name in fj["skipped"] and f"skipped {name}" in r.output
     assert not (tmp_path / "o" / "perturb.png").exists()

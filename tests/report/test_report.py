@@ -71,15 +71,23 @@ def md_summary(md: str) -> tuple[list[str], list[list[str]]]:
 def test_summary_numbers_equal_the_result_files(report, result_dirs):
     assert [r["label"] for r in report.rows] == ["ADM", "+EMA", "+SAM"]  # the paper's order
     keys = [c.key for c in report.columns]
-    assert keys == ["loss", "lambda_max", "trace", "sharpness", "landscape", "perturb", "prior_drift", "exposure_gap",
+    assert keys == ["loss", "train_loss", "holdout_loss",
+                    "lambda_max", "trace", "sharpness", "landscape", "perturb", "prior_drift", "exposure_gap",
                     "quant_loss_8", "quant_drift_8", "quant_loss_4", "quant_drift_4", "quality"]
     doc = json.loads(report.json.read_text())
     headers, rows = md_summary(report.markdown.read_text())
-    assert headers[0] == "arm" and headers[1].startswith("L(θ) on the bank") and all("↓" in h for h in headers[2:])
+    assert headers[0] == "arm" and headers[1].startswith("L(θ) on the bank") and all("↓" in h for h in headers[4:])
+    assert headers[2:4] == ["final training loss", "held-out L(θ)"]
     for row, md_row, jrow in zip(report.rows, rows, doc["rows"], strict=True):
         exp = expected(result_dirs[row["label"]])
         assert md_row[0] == row["label"]
+        # the cost in fit: the last logged window of the conftest's metrics.jsonl; no held-out items (footnoted)
+        assert row["train_loss"] == pytest.approx(1 / 3) and md_row[2] == fmt(1 / 3)
+        assert row["holdout_loss"] is None and md_row[3].startswith("—") and md_row[3] != "—"
+        assert "trained without" in row["holdout_loss_note"]
         for j, k in enumerate(keys):
+            if k in ("train_loss", "holdout_loss"):
+                continue
             want = exp.get(k)
             if want is None:
                 assert row[k] is None and md_row[j + 1] == "—", (row["label"], k)
@@ -106,7 +114,7 @@ def test_html_is_self_contained(report):
 
     html = report.html.read_text()
     assert 'src="http' not in html and "<script src" not in html and "<link" not in html
-    assert html.count("<img alt=") == len(json.loads(report.json.read_text())["figures"]) == 7
+    assert html.count("<img alt=") == len(json.loads(report.json.read_text())["figures"]) == 8
     assert len(re.findall(r"plotly\.js v\d", html)) == 1  # plotly.js inlined exactly once
     assert "Plotly.newPlot" in html
     for c in report.columns:
