@@ -180,7 +180,7 @@ class CsvLogger(Logger):
 #: TensorBoard tag groups: metrics.jsonl key -> tag (keys not listed go under ``metrics/``).
 _TAGS = {
     "loss": "loss/mean",
-    **{f"loss_q{k}": f"loss/q{k} (t in [{k}T/4, {k + 1}T/4))" for k in range(4)},
+    **{f"loss_q{k}": f"loss/q{k}" for k in range(4)},  # t in [kT/4, (k+1)T/4)
     "grad_norm": "optim/grad_norm",
     "lr": "optim/lr",
     "rho": "sam/rho",

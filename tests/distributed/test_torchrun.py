@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -40,12 +41,33 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", FLATKIT_THREADS="1", PYTHONPATH=str(
 TIMEOUT = 300
 
 
-def _doc_commands() -> list[str]:
+def _section(title: str) -> str:
     text = (REPO / "docs" / "scale.md").read_text()
-    section = text[text.index("## Several processes and GPUs (torchrun)"):]
+    section = text[text.index(f"## {title}\n"):]
     nxt = section.find("\n## ", 5)
-    section = section if nxt < 0 else section[:nxt]
+    return section if nxt < 0 else section[:nxt]
+
+
+def _doc_commands() -> list[str]:
+    section = _section("Several processes and GPUs (torchrun)")
     return [ln.strip() for ln in section.splitlines() if ln.strip().startswith("torchrun ")]
+
+
+def _two_machine_commands() -> list[str]:
+    """The ``torchrun --nnodes 2 ...`` lines of docs/scale.md's "Several machines" section."""
+    section = _section("Several machines (torchrun rendezvous, Slurm)")
+    return [ln.strip() for ln in section.splitlines() if ln.strip().startswith("torchrun --nnodes 2 ")]
+
+
+def _one_machine_launcher(cmd: str, port: int) -> list[str]:
+    """The launcher options of a two-machine line for this one machine: --nnodes 1 --nproc-per-node 2 and the
+    endpoint localhost:PORT, the same c10d rendezvous otherwise."""
+    words = cmd.split()
+    launcher = words[1:words.index("-m")]
+    opts = dict(zip(launcher[::2], launcher[1::2], strict=True))
+    assert opts["--rdzv-backend"] == "c10d" and opts["--rdzv-endpoint"] == "HEAD:29500", cmd
+    opts.update({"--nnodes": "1", "--nproc-per-node": "2", "--rdzv-endpoint": f"localhost:{port}"})
+    return [w for kv in opts.items() for w in kv]
 
 
 def _args_of(cmd: str) -> list[str]:
@@ -127,7 +149,12 @@ def test_doc_commands_equal_one_process(work):
 
 
 def test_perturb_resume_and_plain_training_in_one_launch(work, tmp_path):
-    """perturb, a resumed landscape and plain / unsynchronised-SAM training, two ranks in one process group."""
+    """The two-machine landscape and hessian lines of docs/scale.md, perturb, a resumed landscape and plain /
+    unsynchronised-SAM training: two ranks in one process group, launched with the c10d rendezvous of the
+    two-machine form (--nnodes 1 --nproc-per-node 2 --rdzv-backend c10d --rdzv-endpoint localhost:PORT)."""
+    multi = _two_machine_commands()
+    assert [_args_of(c)[0] for c in multi] == ["landscape", "hessian", "train"]
+    doc_land, doc_hess = _args_of(multi[0]), _args_of(multi[1])
     base = ["--data", "builtin:gaussians2d", "--preset", "mlp", "--batch-size", "64", "--steps", "40",
             "--log-every", "1", "--samples", "0"]
     perturb = ["perturb", "ckpt.pt", "--mode", "vmap", "--n-directions", "4", "--worst-steps", "2"]
@@ -137,7 +164,11 @@ def test_perturb_resume_and_plain_training_in_one_launch(work, tmp_path):
         "resume": land + ["--out", "runs/resume-2", "--resume"],
         "plain": ["train", *base, "--out", "runs/plain-2"],
         "nosync": ["train", *base, "--sam-rho", "0.05", "--no-sam-sync", "--out", "runs/nosync-2"],
+        "doc-landscape": doc_land,
+        "doc-hessian": doc_hess,
     }
+    _one_process(doc_land, work, "runs/doc-landscape-1")
+    _one_process(doc_hess, work, "runs/doc-hessian-1")
     # one-process references, and a half-finished grid for the two ranks to resume
     _one_process(perturb + ["--out", "x"], work, "runs/perturb-1")
     _one_process(land + ["--out", "x"], work, "runs/land-1")
@@ -153,11 +184,20 @@ def test_perturb_resume_and_plain_training_in_one_launch(work, tmp_path):
     np.savez(part / "landscape.npz", **z)
 
     (tmp_path / "args.json").write_text(json.dumps(list(runs.values())))
-    argv = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", str(Path(__file__).parent / "_launch.py"),
+    argv = [str(TORCHRUN), *_one_machine_launcher(multi[0], _free_port()), str(Path(__file__).parent / "_launch.py"),
             str(tmp_path / "codes.json"), str(tmp_path / "args.json")]
     r = subprocess.run(argv, cwd=work, env=ENV, capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    assert json.loads((tmp_path / "codes.json").read_text()) == [0, 0, 0, 0]
+    codes = json.loads((tmp_path / "codes.json").read_text())
+    assert codes == [0] * len(runs), f"{dict(zip(runs, codes))}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+
+    a, b = np.load(work / "runs/doc-landscape-1/landscape.npz"), np.load(work / _out(doc_land) / "landscape.npz")
+    assert b["done"].all() and np.array_equal(a["values"], b["values"])
+    from flatkit.analyses.hessian import HessianResult
+
+    ha, hb = HessianResult.load(work / "runs/doc-hessian-1"), HessianResult.load(work / _out(doc_hess))
+    assert ha.eigen_hvps == hb.eigen_hvps and len(ha.eigenvalues[0]) == 3
+    np.testing.assert_allclose(hb.eigenvalues, ha.eigenvalues, rtol=1e-10, atol=0)
 
     a, b = np.load(work / "runs/perturb-1/perturb.npz"), np.load(work / "runs/perturb-2/perturb.npz")
     for k in ("deltas", "mean", "std", "worst"):
@@ -214,3 +254,37 @@ def test_one_process_helpers_are_no_ops():
     sh = dist.TrainSharding(5)
     batch = object()
     assert not sh.enabled and sh.local(batch) is batch and sh.gather(batch, None) is batch
+
+
+def _slurm_scripts() -> list[str]:
+    section = _section("Several machines (torchrun rendezvous, Slurm)")
+    return [body for body in re.findall(r"^```bash\n(.*?)^```", section, flags=re.M | re.S)
+            if body.startswith("#!/bin/bash")]
+
+
+def test_slurm_scripts_are_valid_bash_with_known_options():
+    """docs/scale.md's sbatch scripts: bash -n passes, each srun runs torchrun with the c10d rendezvous on the
+    first node, and every option of its flatkit command exists (the commands parse as written)."""
+    from flatkit.cli import main as cli
+
+    scripts = _slurm_scripts()
+    assert len(scripts) == 2
+    seen = []
+    for body in scripts:
+        assert "#SBATCH --nodes=2" in body and "#SBATCH --ntasks-per-node=1" in body
+        r = subprocess.run(["bash", "-n"], input=body, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        for cmd in body.replace("\\\n", " ").splitlines():
+            if not cmd.startswith("srun "):
+                continue
+            words = shlex.split(cmd)
+            assert words[1] == "torchrun" and words[words.index("--rdzv-backend") + 1] == "c10d"
+            assert words[words.index("--rdzv-endpoint") + 1].startswith("$HEAD:")
+            args = [w for w in words[words.index("flatkit.cli") + 1:] if not w.startswith("${")]
+            command = cli.get_command(None, args[0])
+            known = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+            unknown = [w for w in args if w.startswith("--") and w not in known]
+            assert not unknown, (args[0], unknown)
+            command.make_context(args[0], [a.replace("$", "") for a in args[1:]])  # values convert
+            seen.append(args[0])
+    assert seen == ["train", "landscape", "hessian"]
