@@ -189,7 +189,7 @@ def test_perturb_resume_and_plain_training_in_one_launch(work, tmp_path):
     r = subprocess.run(argv, cwd=work, env=ENV, capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     codes = json.loads((tmp_path / "codes.json").read_text())
-    assert codes == [0] * len(runs), f"{dict(zip(runs, codes))}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    assert codes == [0] * len(runs), f"{list(zip(runs, codes, strict=False))}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
 
     a, b = np.load(work / "runs/doc-landscape-1/landscape.npz"), np.load(work / _out(doc_land) / "landscape.npz")
     assert b["done"].all() and np.array_equal(a["values"], b["values"])
