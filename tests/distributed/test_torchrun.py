@@ -281,10 +281,16 @@ def test_slurm_scripts_are_valid_bash_with_known_options():
             assert words[1] == "torchrun" and words[words.index("--rdzv-backend") + 1] == "c10d"
             assert words[words.index("--rdzv-endpoint") + 1].startswith("$HEAD:")
             args = [w for w in words[words.index("flatkit.cli") + 1:] if not w.startswith("${")]
-            command = cli.get_command(None, args[0])
-            known = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
-            unknown = [w for w in args if w.startswith("--") and w not in known]
-            assert not unknown, (args[0], unknown)
-            command.make_context(args[0], [a.replace("$", "") for a in args[1:]])  # values convert
+            _check_options(cli, args)
             seen.append(args[0])
     assert seen == ["train", "landscape", "hessian"]
+    for cmd in _two_machine_commands():  # the train line too (the test above runs landscape and hessian)
+        _check_options(cli, _args_of(cmd))
+
+
+def _check_options(cli, args: list[str]) -> None:
+    command = cli.get_command(None, args[0])
+    known = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+    unknown = [w for w in args if w.startswith("--") and w not in known]
+    assert not unknown, (args[0], unknown)
+    command.make_context(args[0], [a.replace("$", "") for a in args[1:]])  # values convert
