@@ -263,3 +263,12 @@ def test_docs_watching_training(tmp_path, monkeypatch):
     (code,) = [body for lang, body in blocks if lang == "python"]
     exec(compile(code, "training.md", "exec"), {"__name__": "__main__"})  # noqa: S102
     assert [int(r["step"]) for r in csv.DictReader(open(tmp_path / "runs/watch-api/metrics.csv"))] == [20, 40]
+
+
+def test_tensorboard_is_an_extra_not_a_dependency():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert not any("tensorboard" in d for d in project["dependencies"])
+    assert [d.split(">")[0] for d in project["optional-dependencies"]["tensorboard"]] == ["tensorboard"]
+    assert "import tensorboard" not in (REPO / "flatkit" / "train" / "trainer.py").read_text()
