@@ -164,8 +164,9 @@ class Contenders:
         return vals, count["n"]
 
     def pyhessian(self, tol: float):
-        import pyhessian.hessian as phm
         from pyhessian import hessian as PyHessian
+
+        phm = sys.modules[PyHessian.__module__]  # the module (the package exports the class under its name)
 
         count = _count_calls(phm, "hessian_vector_product")
         try:
