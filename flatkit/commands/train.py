@@ -506,5 +506,5 @@ def _echo_watch_files(out_dir, cfg) -> None:
         click.echo(f"wrote {out_dir / CSV_NAME}")
     if "tensorboard" in log and (out_dir / TENSORBOARD_DIR).is_dir():
         click.echo(f"wrote {out_dir / TENSORBOARD_DIR}/ (view: tensorboard --logdir {out_dir / TENSORBOARD_DIR})")
-    if (out_dir / SAMPLES_DIR).is_dir():
+    if cfg.sample_every > 0 and (out_dir / SAMPLES_DIR).is_dir():
         click.echo(f"wrote {out_dir / SAMPLES_DIR}/step_*.png (every {cfg.sample_every} steps)")
