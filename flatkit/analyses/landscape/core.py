@@ -32,6 +32,7 @@ from flatkit.analyses.directions import (
     random_direction,
 )
 from flatkit.analyses.landscape.evaluate import (
+    PointBuffer,
     calibrate,
     check_mode,
     loss_float64,
@@ -327,6 +328,7 @@ def _compute(res: LandscapeResult, grid_objs: list, thetas: list, per_dirs: list
                for start in range(0, len(coeffs), bp)
                if not res.done[m].reshape(-1)[start:min(start + bp, len(coeffs))].all()]
     W = dist.world()
+    points: dict[int, Any] = {}  # the current model's PointBuffer, built once per grid, not per block (one kept)
     for r0 in range(0, len(pending), W):
         round_blocks = pending[r0:r0 + W]
         mine = round_blocks[dist.rank()] if dist.rank() < len(round_blocks) else None
@@ -339,7 +341,9 @@ def _compute(res: LandscapeResult, grid_objs: list, thetas: list, per_dirs: list
             elif res.mode == "vmap":
                 computed = (mine, losses_vmap(grid_objs[m], thetas[m], per_dirs[m], block))
             else:
-                computed = (mine, losses_sequential(grid_objs[m], thetas[m], per_dirs[m], block))
+                if m not in points:
+                    points = {m: PointBuffer.build(thetas[m], per_dirs[m])}
+                computed = (mine, losses_sequential(grid_objs[m], thetas[m], per_dirs[m], block, points[m]))
         for item in dist.all_gather_objects(computed):
             if item is None:
                 continue

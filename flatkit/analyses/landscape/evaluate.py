@@ -117,9 +117,11 @@ class PointBuffer:
         return self.views
 
 
-def losses_sequential(obj, theta: ParamDict, dirs: Sequence[ParamDict], coeffs: np.ndarray) -> np.ndarray:
-    """One functional evaluation per grid point (the points written into one reused buffer)."""
-    points = PointBuffer.build(theta, dirs)
+def losses_sequential(obj, theta: ParamDict, dirs: Sequence[ParamDict], coeffs: np.ndarray,
+                      points: PointBuffer | None = None) -> np.ndarray:
+    """One functional evaluation per grid point (the points written into one reused buffer; ``points``: a
+    :class:`PointBuffer` of ``theta`` and ``dirs`` built once for the whole grid, else one is built here)."""
+    points = PointBuffer.build(theta, dirs) if points is None else points
     if points is None:
         return np.array([loss_float64(obj, point_params(theta, dirs, row)) for row in coeffs], dtype=np.float64)
     return np.array([loss_float64(obj, points(row)) for row in coeffs], dtype=np.float64)
