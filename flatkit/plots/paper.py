@@ -299,10 +299,13 @@ def plot_sample_table(rows: Sequence[str], cols: Sequence[str], cells: dict[tupl
 
 
 def landscape_plotly_html(items: Sequence[tuple[str, dict]], title: str = "2-D loss landscapes") -> str:
-    """The 2-D slices as one interactive plotly figure (a 3-D surface per arm), as an HTML ``<div>`` WITHOUT
-    plotly.js (the page includes it once)."""
+    """The 2-D slices as one interactive plotly figure (a 3-D surface of ΔL = L − L(θ) per arm, one colour
+    scale), as a full-width HTML ``<div>`` and its script, WITHOUT plotly.js: the page includes
+    :func:`flatkit.plots.landscape.plotly_js_script` once."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
+
+    from flatkit.plots.landscape import _f32, plotly_figure_div
 
     items2 = [(lab, d) for lab, d in items if d.get("dims") == 2]
     n = len(items2)
@@ -310,21 +313,21 @@ def landscape_plotly_html(items: Sequence[tuple[str, dict]], title: str = "2-D l
     nrow = int(np.ceil(n / ncol))
     fig = make_subplots(rows=nrow, cols=ncol, specs=[[{"type": "surface"}] * ncol] * nrow,
                         subplot_titles=[lab for lab, _ in items2], horizontal_spacing=0.02, vertical_spacing=0.06)
-    vals = [d["values"] for _, d in items2]
-    finite = np.concatenate([v[np.isfinite(v)].ravel() for v in vals])
-    for k, (lab, d) in enumerate(items2):
-        z = np.where(np.isfinite(d["values"]), d["values"], None).T  # plotly: z[row = β][col = α]
-        fig.add_trace(go.Surface(x=d["coords_a"], y=d["coords_b"], z=z, colorscale="Viridis",
-                                 cmin=float(finite.min()), cmax=float(finite.max()), showscale=(k == n - 1),
-                                 name=lab, colorbar={"title": "loss"}),
+    dl = [np.asarray(d["values"], dtype=float) - (d["loss_centre"] or 0.0) for _, d in items2]
+    finite = np.concatenate([v[np.isfinite(v)].ravel() for v in dl])
+    lo, hi = float(finite.min()), float(finite.max())
+    for k, ((lab, d), v) in enumerate(zip(items2, dl, strict=True)):
+        fig.add_trace(go.Surface(x=_f32(d["coords_a"]), y=_f32(d["coords_b"]), z=_f32(v.T), colorscale="Viridis",
+                                 cmin=lo, cmax=hi, showscale=(k == n - 1), name=lab,
+                                 colorbar={"title": {"text": "ΔL = L − L(θ)"}, "len": 0.8},
+                                 hovertemplate="α %{x:.3g}<br>β %{y:.3g}<br>ΔL %{z:.4g}<extra>" + lab + "</extra>"),
+                      row=k // ncol + 1, col=k % ncol + 1)  # plotly: z[row = β][col = α]
+        fig.add_trace(go.Scatter3d(x=[0.0], y=[0.0], z=[0.0], mode="markers", showlegend=False,
+                                   marker={"color": colour(lab, k), "size": 5}, name=f"θ ({lab})"),
                       row=k // ncol + 1, col=k % ncol + 1)
-        if d.get("loss_centre") is not None:
-            fig.add_trace(go.Scatter3d(x=[0.0], y=[0.0], z=[d["loss_centre"]], mode="markers", showlegend=False,
-                                       marker={"color": colour(lab, k), "size": 5}, name=f"θ ({lab})"),
-                          row=k // ncol + 1, col=k % ncol + 1)
-    fig.update_scenes(xaxis_title="α", yaxis_title="β", zaxis_title="loss")
-    fig.update_layout(title=title, template="plotly_white", height=420 * nrow, margin={"l": 0, "r": 0, "t": 60})
-    return fig.to_html(full_html=False, include_plotlyjs=False)
+    fig.update_scenes(xaxis_title="α", yaxis_title="β", zaxis_title="ΔL", zaxis_range=[min(lo, 0.0), hi])
+    fig.update_layout(title=title, template="plotly_white", autosize=True, margin={"l": 0, "r": 0, "t": 60})
+    return plotly_figure_div(fig, "landscapes", height=f"{420 * nrow + 60}px")
 
 
 # ------------------------------------------------------------------------------------------- many arms

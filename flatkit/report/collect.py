@@ -469,6 +469,25 @@ def perturb_curves(run: RunDir) -> dict | None:
     return None if res is None else _perturb(res, run.model)
 
 
+def curvature_curves(run: RunDir) -> dict | None:
+    """The model's Hessian spectrum beyond λ_max, where its ``hessian.json`` has it: the SLQ density on its grid
+    (``density_grid``, ``density``) and λ_max of the loss restricted to each t-bin at the bins' centres (``t_mid``,
+    ``per_timestep``); None when it has neither."""
+    res = run.results.get("hessian")
+    if res is None:
+        return None
+    m, out = run.model, {}
+    grid, dens = _nan_array(res.density_grid), _nan_array(res.density)
+    if dens.ndim == 2 and m < dens.shape[0] and dens.shape[1]:
+        out["density_grid"] = grid[m] if grid.ndim == 2 else grid
+        out["density"] = dens[m]
+    top, edges = _nan_array(res.per_timestep_top_eigenvalues), _nan_array(res.per_timestep_edges)
+    if top.ndim == 3 and m < top.shape[0] and top.shape[1] and top.shape[2] and edges.size > 1:
+        out["t_mid"] = (edges[:-1] + edges[1:]) / 2
+        out["per_timestep"] = top[m, :, 0]
+    return out or None
+
+
 def landscape_flatness(run: RunDir, radius: float | None = None) -> dict | None:
     """The landscape flatness number: mean of L(θ + α d₁ + β d₂) − L(θ) over the grid points of the slice with
     0 < ‖(α, β)‖₂ ≤ r (|α| ≤ r in 1-D), NaN points left out. ``radius`` None: the largest disc inside the

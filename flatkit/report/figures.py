@@ -11,6 +11,8 @@ Figures (each skipped, with a note, when no folder holds its results):
 ``landscape.png``         2-D loss slices per arm, shared colour scale (``landscape.json``)
 ``perturb.png``           loss under weight perturbation per arm (``perturb.json``)
 ``exposure.png``          ‖ε_θ‖ sampling vs training, and the gap, per arm (``exposure.json``)
+``prior.png``             paired sample drift and loss change per prior point and arm (``prior.json``)
+``curvature.png``         spectral density and λ_max per t-bin per arm (``hessian.json`` with them)
 ``quantize.png``          loss change and sample drift against bits per arm (``quantize.json``)
 ``samples.png``           samples per arm (``samples.npz``, else the quantize / prior previews)
 ``samples_quantized.png`` samples at full precision and each bit width, per arm (``quantize.npz`` previews)
@@ -29,7 +31,8 @@ import numpy as np
 from flatkit.report import collect as C
 from flatkit.report.collect import RunDir
 
-FIGURE_NAMES = ("training", "flatness", "landscape", "perturb", "exposure", "quantize", "samples", "samples_quantized", "trajectory")
+FIGURE_NAMES = ("training", "flatness", "curvature", "landscape", "perturb", "exposure", "prior", "quantize", "samples",
+                "samples_quantized", "trajectory")
 
 
 def fmt(v: Any, digits: int = 4) -> str:
@@ -300,7 +303,8 @@ def figures(run_dirs: list[str | Path] | list[RunDir], out: str | Path, labels: 
 
     def draw(name: str, fn: Any, items: list, data: dict, missing: str) -> None:
         if not items:
-            skipped[name] = missing
+            if missing:  # "": drawn only where it applies, no "skipped" entry
+                skipped[name] = missing
             return
         try:
             paths = fn(items, out / name)
@@ -336,13 +340,22 @@ def figures(run_dirs: list[str | Path] | list[RunDir], out: str | Path, labels: 
     draw("exposure", P.plot_exposure_arms, ex,
          {lab: {k: c[k] for k in ("t", "sampling", "training", "gap", "gap_mean", "gap_last", "norm", "steps")}
           for lab, c in ex}, "no exposure.json in any folder")
+    # perturbed prior
+    pr = [(r.label, C.prior_points(r)) for r in runs if r.has("prior")]
+    pr = [(lab, p) for lab, p in pr if p is not None]
+    draw("prior", P.plot_prior_arms, pr,
+         {lab: {k: p[k] for k in ("points", "kl", "drift_mse", "loss_change", "steps")} for lab, p in pr},
+         "no prior.json in any folder")
+    # curvature beyond lambda_max
+    cv = [(r.label, C.curvature_curves(r)) for r in runs if r.has("hessian")]
+    cv = [(lab, c) for lab, c in cv if c is not None]
+    draw("curvature", P.plot_curvature_arms, cv, {lab: sorted(c) for lab, c in cv}, "")  # only where measured
     # one run at several steps: each measure against the step
     from flatkit.report.trajectory import plot_trajectory, trajectory_series
 
-    traj = trajectory_series(runs)
-    draw("trajectory", plot_trajectory, traj, {k: {lab: {"steps": xy[0], "values": xy[1]} for lab, xy in ser.items()}
-                                               for k, _, _, ser in traj},
-         "no run with checkpoints at two or more steps")
+    traj = trajectory_series(runs)  # drawn only where it applies: no "skipped" entry for folders of one step
+    draw("trajectory", plot_trajectory, traj,
+         {k: {lab: {"steps": xy[0], "values": xy[1]} for lab, xy in ser.items()} for k, _, _, ser in traj}, "")
     # quantization
     qz = [(r.label, C.quantize_table(r)) for r in runs if r.has("quantize")]
     draw("quantize", P.plot_quantize_arms, qz, dict(qz), "no quantize.json in any folder")

@@ -287,3 +287,13 @@ def test_prior_and_curvature_figures_across_arms(kept):
     paper.plot_curvature_arms(cv, "unused")
     fig = kept[-1]
     assert len(fig.axes) == 6 and fig.axes[0].get_ylim()[0] > 1e-11
+
+
+def test_report_landscapes_div_carries_no_plotly_copy_and_waits_for_the_page_one():
+    a = np.linspace(-1, 1, 7)
+    A, B = np.meshgrid(a, a, indexing="ij")
+    items = [(lab, {"dims": 2, "values": 0.1 + k * (A**2 + B**2), "loss_centre": 0.1, "coords_a": a, "coords_b": a})
+             for k, lab in enumerate(["ADM", "+SAM"], start=1)]
+    div = paper.landscape_plotly_html(items)
+    assert "var b64" not in div and "plotly.js v" not in div and len(div) < 50_000
+    assert "window.flatkitPlotly.then" in div and "width:100%" in div and ("ΔL" in div or "\\u0394L" in div)

@@ -114,7 +114,7 @@ def test_html_is_self_contained(report):
 
     html = report.html.read_text()
     assert 'src="http' not in html and "<script src" not in html and "<link" not in html
-    assert html.count("<img alt=") == len(json.loads(report.json.read_text())["figures"]) == 8
+    assert html.count("<img alt=") == len(json.loads(report.json.read_text())["figures"]) == 9  # + prior.png
     assert len(re.findall(r"plotly\.js v\d", html)) == 1  # plotly.js inlined exactly once
     assert "Plotly.newPlot" in html
     for c in report.columns:
