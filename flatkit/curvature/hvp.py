@@ -41,6 +41,11 @@ __all__ = ["HVP", "hvp", "hvp_progress", "flatten", "unflatten", "num_entries", 
 
 HVP_MODES = ("auto", "fwd_rev", "double_backward", "double_backward_cached")
 BATCH_MODES = ("auto", "loop", "vmap")
+#: batch="auto" on a CPU keeps the loop without a vmapped trial when one product takes longer than this: there a
+#: vmapped pass saves only per-call overheads (milliseconds), and the trial's two thrown-away products would
+#: cost more than it can win (measured on the 2-core CPU: tiny UNet vmap/loop 1.01x, a trial 1.45x over a 24-HVP
+#: Hutch++; a 5.6k-parameter model vmap/loop 0.6-0.8x; docs/benchmarks.md)
+CPU_TRIAL_MAX_S = 0.1
 
 # The progress bar that HVPs report to while an analysis runs (see :func:`hvp_progress`); None: silent.
 _progress_bar: Any = None
@@ -279,8 +284,9 @@ class HVP:
         """``batch="auto"``: the products of the first rows of V, computed so as to measure. One product one at
         a time as a warm-up (it builds the kept gradient graphs), one timed, then two rows in one vmapped pass,
         timed: the loop wins when that costs as much per product, and the two rows are then computed again one
-        at a time, so "auto" that keeps the loop gives the loop's numbers bit for bit. Returns the products of
-        the rows it used (at least one)."""
+        at a time, so "auto" that keeps the loop gives the loop's numbers bit for bit. On a CPU, a product
+        slower than ``CPU_TRIAL_MAX_S`` keeps the loop without the trial. Returns the products of the rows it
+        used (at least one)."""
         if self._loop_s is None:
             if self.count == 0 and not self.calibration.get("warm"):
                 self.calibration["warm"] = True
@@ -288,6 +294,11 @@ class HVP:
             w, t = self._timed(lambda: self(V[0]))
             self._loop_s = t
             return [w]
+        if self.device.type == "cpu" and self._loop_s > CPU_TRIAL_MAX_S:
+            self.batch = "loop"
+            self.calibration.update(loop_s=self._loop_s, chosen="loop",
+                                    reason=f"cpu, one product > {CPU_TRIAL_MAX_S} s")
+            return [self(V[0])]
         if V.shape[0] < 2:
             return [self(V[0])]
         W, t2 = self._timed(lambda: self._batched(V[:2], fallback=False))

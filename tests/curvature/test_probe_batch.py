@@ -39,7 +39,7 @@ def _force(monkeypatch, winner: str) -> None:
 
     def timed(self, fn):
         loop = self._loop_s is None  # the loop is timed first, then the vmapped pass
-        return fn(), (0.1 if loop == (winner == "loop") else 1.0)
+        return fn(), (0.01 if loop == (winner == "loop") else 0.05)  # both below CPU_TRIAL_MAX_S
 
     monkeypatch.setattr(HVP, "_timed", timed)
 
@@ -156,3 +156,23 @@ def test_bad_probe_batch_is_usage_error():
         hessian_trace(obj, probe_batch="threads", check=False)
     with pytest.raises(UsageError, match="--probe-batch"):
         spectral_density(obj, probe_batch="threads", check=False)
+
+
+def test_auto_on_cpu_keeps_a_slow_loop_without_a_trial(monkeypatch):
+    """On a CPU a product slower than CPU_TRIAL_MAX_S keeps the loop with no vmapped trial (nothing thrown away)."""
+    from flatkit.curvature.hvp import CPU_TRIAL_MAX_S
+
+    calls = {"batched": 0}
+    orig = HVP._batched
+
+    def counted(self, *a, **k):
+        calls["batched"] += 1
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(HVP, "_timed", lambda self, fn: (fn(), 2 * CPU_TRIAL_MAX_S))
+    monkeypatch.setattr(HVP, "_batched", counted)
+    _, _, _, obj = tiny_mlp_problem()
+    V = torch.randn(6, obj.num_params, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    op = HVP(obj, vectors_per_call=4, batch="auto")
+    assert torch.equal(op.many(V), HVP(obj).many(V)) and op.count == 6
+    assert op.batch == "loop" and "cpu" in op.calibration["reason"] and calls["batched"] == 0
