@@ -111,9 +111,11 @@ def bank_bytes(n: int, sample_shape: Sequence[int]) -> float:
     return float(n) * (2 * math.prod(sample_shape) * FLOAT + 8)
 
 
-def lanczos_bytes(steps: int, num_params: int, vectors: int = 1) -> float:
-    """The Lanczos basis (``steps`` float32 vectors of the parameter size) and ``vectors`` more (probes)."""
-    return float(steps + vectors) * num_params * FLOAT
+def lanczos_bytes(steps: int, num_params: int, vectors: int = 1, itemsize: int = FLOAT) -> float:
+    """The Lanczos basis: ONE preallocated buffer of ``steps + vectors`` rows of the parameter size
+    (``steps`` basis vectors and the next ``vectors``: 1 for Lanczos, the block size for block Lanczos, the
+    probes of a sketch), ``itemsize`` bytes per number (float32 by default)."""
+    return float(steps + vectors) * num_params * itemsize
 
 
 def samples_bytes(n: int, sample_shape: Sequence[int], copies: int = 1) -> float:

@@ -279,10 +279,13 @@ class HessianSettings(BankSettings):
 
     top_k: int = setting(1, "--top-k", "Number of top (largest algebraic) eigenvalues by Lanczos; 0 skips them.",
                          metavar="K", kind="int", min=0)
-    tol: float = setting(1e-3, "--tol", "Relative Ritz residual at which Lanczos stops.", metavar="TOL",
-                         kind="float", min=0, min_open=True)
-    max_iter: int | None = setting(None, "--max-iter", "Most Lanczos steps (HVPs).", metavar="N", kind="int",
-                                   min=1, default_help="min(N, max(100, 20 K))")
+    tol: float = setting(1e-3, "--tol", "Relative eigenvalue error Lanczos certifies before it stops (Ritz "
+                         "residual and gap bounds).", metavar="TOL", kind="float", min=0, min_open=True)
+    max_iter: int | None = setting(None, "--max-iter", "Most Lanczos HVPs.", metavar="N", kind="int",
+                                   min=1, default_help="min(N, max(100, 20 K) × B)")
+    block_size: int = setting(1, "--block-size", "Block Lanczos with B vectors per step: finds an eigenvalue "
+                              "repeated up to B times (1 sees each distinct eigenvalue once).", metavar="B",
+                              kind="int", min=1)
     trace: bool = setting(False, "--trace", "Estimate the Hessian trace.", kind="bool")
     trace_method: str = setting("hutch++", "--trace-method", "Trace estimator.", kind="choice",
                                 choices=("hutch++", "hutchinson"))

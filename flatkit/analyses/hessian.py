@@ -33,6 +33,8 @@ class HessianResult(Result):
     eigen_residuals: list = field(default_factory=list)  # [m][i], ‖H y − θ y‖ / |θ|
     eigen_converged: list = field(default_factory=list)
     eigen_hvps: list = field(default_factory=list)
+    eigen_bounds: list = field(default_factory=list)  # [m][i]: certified |λ_i − θ_i| ≤ bound (absolute)
+    eigen_certified: list = field(default_factory=list)  # [m]: every bound ≤ tol · |θ_i| (the Lanczos stop)
     ritz_values: list = field(default_factory=list)  # [m]: every Ritz value of the last Lanczos step
     trace: list = field(default_factory=list)  # [m] estimate
     trace_stderr: list = field(default_factory=list)
@@ -77,21 +79,25 @@ def _top_eigenvalues(o: Any, s: HessianSettings, res: HessianResult, detail: dic
     from flatkit.curvature import top_eigenvalues
     from flatkit.curvature.hvp import hvp_progress
 
-    budget = min(o.num_params, max(100, 20 * s.top_k)) if s.max_iter is None else s.max_iter
+    b = s.block_size
+    budget = min(o.num_params, max(100, 20 * s.top_k) * b) if s.max_iter is None else s.max_iter
     from flatkit import budget as memory_budget
 
     where = o.device if s.basis_device == "same" else s.basis_device
     memory_budget.check("max_iter" if s.max_iter is not None else "top_k",
                         s.max_iter if s.max_iter is not None else s.top_k,
                         f"the Lanczos basis of {budget} vectors of {o.num_params} parameters",
-                        memory_budget.lanczos_bytes(budget, o.num_params), where)
-    with hvp_progress(f"top-{s.top_k} eigenvalues (Lanczos)", total=budget):
+                        memory_budget.lanczos_bytes(budget, o.num_params, vectors=b, itemsize=o.dtype.itemsize),
+                        where)
+    with hvp_progress(f"top-{s.top_k} eigenvalues ({'block ' if b > 1 else ''}Lanczos)", total=budget):
         r = top_eigenvalues(o, k=s.top_k, tol=s.tol, max_iter=s.max_iter, seed=s.seed, mode=s.hvp_mode,
-                            basis_device=s.basis_device, check=False, eigenvectors=False)
+                            basis_device=s.basis_device, check=False, eigenvectors=False, block_size=b)
     res.eigenvalues.append([float(x) for x in r.eigenvalues])
     res.eigen_residuals.append([float(x) for x in r.residuals])
     res.eigen_converged.append(bool(r.converged))
     res.eigen_hvps.append(int(r.hvp_count))
+    res.eigen_bounds.append([float(x) for x in r.error_bounds])
+    res.eigen_certified.append(bool(r.certified))
     res.ritz_values.append([float(x) for x in r.ritz_values])
     detail["top_eigenvalues"] = {"iterations": r.iterations, "tol": r.tol, "wall_time_s": r.wall_time_s,
                                  "meta": {k: v for k, v in r.meta.items() if k != "objective"}}

@@ -42,10 +42,25 @@ def command(**params) -> None:
 def summary_line(res, m: int) -> str:
     line = [f"{res.labels[m]}: L = {res.loss[m]:.6g}"]
     if res.eigenvalues:
-        vals = ", ".join(f"{v:.6g}" for v in res.eigenvalues[m])
-        line.append(f"top eigenvalues [{vals}] ({res.eigen_hvps[m]} HVPs"
-                    f"{'' if res.eigen_converged[m] else ', NOT converged'})")
+        line.append(_eigen_part(res, m))
     if res.trace:
         se = res.trace_stderr[m] if res.trace_stderr[m] is not None else float("nan")
         line.append(f"trace {res.trace[m]:.6g} ± {se:.2g} ({res.trace_hvps[m]} HVPs)")
     return "; ".join(line)
+
+
+def _eigen_part(res, m: int) -> str:
+    """``top eigenvalues [θ_1 ± b_1, ...] (H HVPs, certified to 1e-3)``: each value with its certified error bound
+    (results written before the bounds existed show the values alone)."""
+    vals, bounds = res.eigenvalues[m], (res.eigen_bounds[m] if m < len(res.eigen_bounds) else None)
+    if bounds:
+        text = ", ".join(f"{v:.6g} ± {b:.1g}" for v, b in zip(vals, bounds, strict=True))
+        tol = ((res.meta or {}).get("config") or {}).get("tol")
+        rel = max((b / abs(v) if v else float("inf")) for v, b in zip(vals, bounds, strict=True))
+        if res.eigen_certified[m]:
+            state = f"certified to {tol:.0e}" if tol is not None else "certified"
+        else:
+            state = f"NOT certified: worst bound {rel:.1e} relative"
+        return f"top eigenvalues [{text}] ({res.eigen_hvps[m]} HVPs, {state})"
+    text = ", ".join(f"{v:.6g}" for v in vals)
+    return f"top eigenvalues [{text}] ({res.eigen_hvps[m]} HVPs{'' if res.eigen_converged[m] else ', NOT converged'})"
