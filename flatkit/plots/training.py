@@ -52,19 +52,20 @@ def plot_training_curves(items: Sequence[tuple[str, Sequence[dict]]], stem: str 
         axes = dict(zip(panels, np.ravel(axes), strict=True))
         for i, (lab, rec) in enumerate(items):
             col = colour(lab, i)
+            mk = {"marker": "o", "ms": 3.5} if len(rec) <= 12 else {}  # a short run's few lines stay visible
             x, loss = series(rec, "loss")
             ax = axes["loss"]
             ax.plot(x, loss, "-", color=col, lw=0.8, alpha=0.3)
-            ax.plot(x, smooth(loss), "-", color=col, lw=1.6, label=lab)
+            ax.plot(x, smooth(loss), "-", color=col, lw=1.6, label=lab, **mk)
             x, g = series(rec, "grad_norm")
-            axes["grad_norm"].plot(x, g, "-", color=col, lw=1.2, label=lab)
+            axes["grad_norm"].plot(x, g, "-", color=col, lw=1.2, label=lab, **mk)
             x, lr = series(rec, "lr")
-            axes["lr"].plot(x, lr, "-", color=col, lw=max(0.8, 3.0 - 0.7 * i), label=lab)  # equal lr stay visible
+            axes["lr"].plot(x, lr, "-", color=col, lw=max(0.8, 3.0 - 0.7 * i), label=lab, **mk)  # equal lr: visible
             if i in sam:
                 x, rho = series(rec, "rho")
                 _, e = series(rec, "sam_e_norm")
-                axes["sam"].plot(x, rho, "--", color=col, lw=1.2)
-                axes["sam"].plot(x, e, "-", color=col, lw=1.4, label=lab)
+                axes["sam"].plot(x, rho, "--", color=col, lw=1.2, **({"marker": "x", "ms": 4.5} if mk else {}))
+                axes["sam"].plot(x, e, "-", color=col, lw=1.4, label=lab, **mk)
         ax = axes["loss"]
         ax.set_title("training loss (faint: each logged window; solid: smoothed)")
         ax.set_ylabel("loss (minibatch mean, ε-MSE)")
@@ -90,7 +91,9 @@ def plot_training_curves(items: Sequence[tuple[str, Sequence[dict]]], stem: str 
             if key in axes:
                 top = max([np.nanmax(ln.get_ydata()) for ln in axes[key].lines if len(ln.get_ydata())] + [0.0])
                 axes[key].set_ylim(0.0, 1.15 * top if np.isfinite(top) and top > 0 else 1.0)
+        last = max(float(np.nanmax(series(rec, "step")[0])) for _, rec in items)
         for ax in axes.values():
+            ax.set_xlim(0, 1.03 * last)
             ax.set_xlabel("training step")
             ax.grid(alpha=0.3)
             ax.legend(loc="best", frameon=False)
