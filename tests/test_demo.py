@@ -65,15 +65,18 @@ def test_demo_writes_the_report_of_nine_arms(smoke):
             assert w is None or w.startswith(weights), (name, w)
     # the report's numbers are the result files' numbers, L(θ) beside the flatness ones
     rep = json.loads((out / "report.json").read_text())
-    assert [c["key"] for c in rep["columns"]][:3] == ["loss", "lambda_max", "trace"]
+    keys = [c["key"] for c in rep["columns"]]
+    assert keys[:5] == ["loss", "train_loss", "holdout_loss", "lambda_max", "trace"]  # the cost in fit first
     for arm, weights, label in ARMS:
         h = HessianResult.load(out / "results" / f"{arm}-{weights}")
         row = next(x for x in rep["rows"] if x["label"] == label)
         lam = h.lambda_max[0]
         assert row["lambda_max"] == pytest.approx(lam, rel=1e-12)
         assert row["loss"] == pytest.approx(h.loss[0], rel=1e-12)
-        assert f"{lam:.4g}" in rows[label][1]
+        assert f"{lam:.4g}" in rows[label][keys.index("lambda_max")]
+        assert row["train_loss"] is not None and row["holdout_loss"] is not None  # each run holds 5 % out
     assert (out / "summary.csv").is_file() and (out / "summary.tex").is_file()
+    assert "training" in rep["figures"]  # the curves of the three runs
     # the three trainings reached the budget's steps and track EMA and SWA
     for arm in ("plain", "sam", "ip"):
         tj = json.loads((out / "train" / arm / "train.json").read_text())
