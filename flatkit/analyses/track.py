@@ -436,7 +436,12 @@ def _track_point(p: _Point, s: TrackSettings, ms: dict[str, Any], obj0: Any, dev
     todo = [name for name in s.measures if done[name] is None]
     bank = None
     if todo:
-        run = load(str(p.ckpt.path), weights=p.weights, device=dev)
+        try:
+            run = load(str(p.ckpt.path), weights=p.weights, device=dev)
+        except UsageError as e:
+            if "has no such weights" not in str(e):
+                raise
+            return _missing_entry(p, out, s, str(e).split(": ", 1)[-1]), obj0, []  # e.g. swa before --swa-start
         if run.step is not None and int(run.step) != p.ckpt.step:
             raise UsageError(f"RUN_DIR {p.run_dir}: {p.ckpt.path.name} records step {run.step}")
         label = f"{p.label}:{p.weights}@{p.ckpt.step}"
@@ -462,7 +467,16 @@ def _track_point(p: _Point, s: TrackSettings, ms: dict[str, Any], obj0: Any, dev
     return entry, obj0, todo
 
 
+def _missing_entry(p: _Point, out: Path, s: TrackSettings, why: str) -> dict:
+    """The index entry of a checkpoint without the weights asked for (SWA before --swa-start): no scalars."""
+    return {"run": p.label, "run_dir": p.run_dir, "weights": p.weights, "step": p.ckpt.step,
+            "checkpoint": str(p.ckpt.path), "checkpoint_sha256": p.sha256, "folder": str(p.folder.relative_to(out)),
+            "files": {}, "bank_sha256": None, "scalars": {}, "missing": why}
+
+
 def _line(i: int, n: int, e: dict, computed: list[str], wall: float) -> str:
+    if e.get("missing"):
+        return f"track [{i + 1}/{n}] {e['run']}:{e['weights']} step {e['step']}: skipped ({e['missing']})"
     sc = e["scalars"]
     bits = []
     for key, word in (("lambda_max", "λ_max"), ("trace", "trace"), ("sharpness", "sharpness"),

@@ -22,7 +22,7 @@ def track_folders(folder: Path) -> list[Path] | None:
         return None
     try:
         points = json.loads(index.read_text())["points"]
-        subs = [folder / p["folder"] for p in points]
+        subs = [folder / p["folder"] for p in points if not p.get("missing")]  # missing: weights not saved yet
     except (OSError, ValueError, KeyError, TypeError):
         raise UsageError(f"{index}: corrupt track index (rerun flatkit track to finish it)") from None
     missing = [s for s in subs if not s.is_dir()]

@@ -177,6 +177,23 @@ def test_checkpoints_of_one_run_in_one_result_are_rows_by_step(runs, tmp_path):
     assert any("2 checkpoints of one run" in n for n in fj["notes"])
 
 
+def test_a_checkpoint_without_the_weights_is_skipped_with_a_line(tmp_path, make_ckpt):
+    """SWA weights exist only from --swa-start on: earlier checkpoints are listed as skipped, not fatal."""
+    make_ckpt(tmp_path / "c" / "ckpt_10.pt", "mlp", data="builtin:gaussians2d", step=10)
+    make_ckpt(tmp_path / "c" / "ckpt_20.pt", "mlp", data="builtin:gaussians2d", step=20, others={"swa": 0.01})
+    r = run("track", tmp_path / "c", "--measures", "hessian", "--weights", "raw,swa", "--n-eval", "8", "--tol", "0.1",
+            "--device", "cpu", "--no-progress", "--out", tmp_path / "t")
+    assert r.exit_code == 0, r.output
+    assert "c:swa step 10: skipped" in r.output
+    pts = {(p["weights"], p["step"]): p for p in _points(tmp_path / "t")}
+    assert pts[("swa", 10)]["missing"] and pts[("swa", 10)]["scalars"] == {}
+    assert pts[("swa", 20)]["scalars"]["lambda_max"] is not None
+    r = run("figures", tmp_path / "t", "--out", tmp_path / "f")
+    assert r.exit_code == 0, r.output
+    fj = json.loads((tmp_path / "f" / "figures.json").read_text())
+    assert len(fj["runs"]) == 3
+
+
 def test_run_checkpoints_adds_a_final_checkpoint_of_another_step(tmp_path, make_ckpt):
     from flatkit.analyses.track import run_checkpoints
     from flatkit.errors import UsageError
