@@ -60,3 +60,35 @@ def test_load_names_a_corrupt_result(tmp_path, text, needle):
     with pytest.raises(UsageError, match=needle) as e:
         HessianResult.load(tmp_path)
     assert "hessian.json" in str(e.value)
+
+
+def test_certified_bounds_are_recorded_shown_and_old_results_still_load(tmp_path):
+    import json
+
+    from flatkit.commands.hessian import summary_line
+
+    obj = quadratic(symmetric_with_spectrum(EIGS, seed=0))
+    res = flatkit.hessian(obj, top_k=2, tol=1e-6)
+    lam = np.sort(EIGS.numpy())[::-1][:2]
+    assert res.eigen_certified == [True]
+    assert np.all(np.abs(np.array(res.eigenvalues[0]) - lam) <= np.array(res.eigen_bounds[0]) + 1e-12)
+    assert np.all(np.array(res.eigen_bounds[0]) <= 1e-6 * lam)
+    line = summary_line(res, 0)
+    assert "± " in line and f"({res.eigen_hvps[0]} HVPs, certified to 1e-06)" in line
+    res.save(tmp_path)
+    back = HessianResult.load(tmp_path)
+    assert back.eigen_bounds == res.eigen_bounds and back.eigen_certified == [True]
+    js = json.loads((tmp_path / "hessian.json").read_text())  # a result written before the bounds existed
+    del js["eigen_bounds"], js["eigen_certified"]
+    (tmp_path / "hessian.json").write_text(json.dumps(js))
+    old = HessianResult.load(tmp_path)
+    assert old.eigen_bounds == [] and "±" not in summary_line(old, 0) and "HVPs)" in summary_line(old, 0)
+
+
+def test_block_size_setting_reaches_block_lanczos():
+    eigs = torch.cat([torch.tensor([6.0, 6.0]), torch.linspace(-1.0, 2.0, 28)]).double()
+    obj = quadratic(symmetric_with_spectrum(eigs, seed=1))
+    res = flatkit.hessian(obj, top_k=2, tol=1e-8, block_size=2)
+    np.testing.assert_allclose(res.eigenvalues[0], [6.0, 6.0], rtol=1e-7)
+    assert res.details[0]["top_eigenvalues"]["meta"]["method"] == "block lanczos"
+    assert res.eigen_hvps[0] % 2 == 0

@@ -32,6 +32,8 @@ def test_hessian_command_writes_results(ckpt, tmp_path):
     res = HessianResult.load(out)
     assert res.labels == ["ckpt0:raw", "ckpt0:ema"] or res.labels[1].endswith(":ema")
     assert [len(e) for e in res.eigenvalues] == [2, 2]
+    assert [len(b) for b in res.eigen_bounds] == [2, 2] and res.eigen_certified == [False, False]  # 2 HVPs
+    assert "NOT certified: worst bound" in r.output and " ± " in r.output
     assert res.trace_hvps == [2, 2] and all(np.isfinite(res.trace))
     assert res.num_params == [32 * 3 * 9 + 3] * 2  # the final conv only
     assert [c["weights"] for c in res.meta["checkpoints"]] == ["raw", "ema"]
