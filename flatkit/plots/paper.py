@@ -221,7 +221,9 @@ def plot_landscape_arms(items: Sequence[tuple[str, dict]], stem: str | Path) -> 
     lo, hi = float(finite.min()), float(finite.max())
     if hi <= lo:
         hi = lo + 1e-12
-    levels = np.linspace(lo, hi, 21)
+    from matplotlib.ticker import MaxNLocator as _Nice
+
+    levels = _Nice(20, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)  # round levels, like the ticks
     with style():
         fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol + 1.2, 3.1 * nrow + 0.4), squeeze=False,
                                  layout="constrained")
@@ -248,7 +250,7 @@ def plot_landscape_arms(items: Sequence[tuple[str, dict]], stem: str | Path) -> 
         from matplotlib.ticker import MaxNLocator
 
         fig.colorbar(cs, ax=axes.ravel().tolist(), label=f"ΔL = L − L(θ)  [{LOSS_UNIT}]", shrink=0.9,
-                     ticks=MaxNLocator(6))
+                     ticks=MaxNLocator(6, steps=[1, 2, 2.5, 5, 10]))
     return save(fig, stem)
 
 

@@ -116,6 +116,7 @@ def test_html_is_self_contained(report):
     assert 'src="http' not in html and "<script src" not in html and "<link" not in html
     assert html.count("<img alt=") == len(json.loads(report.json.read_text())["figures"]) == 9  # + prior.png
     assert len(re.findall(r"plotly\.js v\d", html)) == 1  # plotly.js inlined exactly once
+    assert report.html.stat().st_size < 3_500_000  # plotly.js gzip+base64 (2 MB), figures ≤ 1300 px, 256 colours
     assert "Plotly.newPlot" in html
     for c in report.columns:
         assert H.escape(c.header, quote=False) in html
