@@ -45,7 +45,7 @@ BATCH_MODES = ("auto", "loop", "vmap")
 #: vmapped pass saves only per-call overheads (milliseconds), and the trial's two thrown-away products would
 #: cost more than it can win (measured on the 2-core CPU: tiny UNet vmap/loop 1.01x, a trial 1.45x over a 24-HVP
 #: Hutch++; a 5.6k-parameter model vmap/loop 0.6-0.8x; docs/benchmarks.md)
-CPU_TRIAL_MAX_S = 0.1
+CPU_TRIAL_MAX_S = 0.5
 
 # The progress bar that HVPs report to while an analysis runs (see :func:`hvp_progress`); None: silent.
 _progress_bar: Any = None
