@@ -10,7 +10,10 @@ In floating point the q_j lose orthogonality as Ritz values converge, so every n
 the whole basis, twice ("twice is enough", classical Gram–Schmidt repeated; Giraud et al. 2005).
 The Ritz values θ_i are the eigenvalues of T_m (symmetric solver, ``numpy.linalg.eigh``), the Ritz vectors
 ``y_i = Q_m s_i``, and ``‖H y_i − θ_i y_i‖ = |β_m s_{m,i}|`` (Golub & Van Loan, eq. 10.1.8) is the residual
-we stop on. Unlike deflated power iteration, the top-k come out of one Krylov space, and they are the largest
+that, with the gap to the other Ritz values, certifies the error of each eigenvalue (:class:`Certifier`:
+``|λ_i − θ_i| ≤ min(r_i, r_i²/gap_i)``, guarded); the process stops as soon as the top-k are certified to
+``tol``. The basis lives in one preallocated buffer; :class:`BlockLanczosProcess` is the block variant that
+resolves repeated eigenvalues. Unlike deflated power iteration, the top-k come out of one Krylov space, and they are the largest
 ALGEBRAIC eigenvalues (negative curvature is reported as negative, not as a large magnitude).
 """
 
@@ -263,11 +266,11 @@ class Certifier:
 
     For a symmetric H and a Ritz pair (θ_i, y_i) with residual r_i = ‖H y_i − θ_i y_i‖ = |β_m s_{m,i}|:
 
-    * residual bound (Krylov–Bogoliubov; Parlett, *The Symmetric Eigenvalue Problem*, Thm 4.5.1): an
-      eigenvalue lies in [θ_i − r_i, θ_i + r_i];
-    * gap bound (Kato–Temple; Parlett Thm 11.7.1, the "gap theorem"; Saad, *Numerical Methods for Large
-      Eigenvalue Problems*, Thm 3.9): when no other eigenvalue lies within ``gap_i`` of θ_i, that eigenvalue
-      is within r_i² / gap_i of θ_i.
+    * residual bound (Krylov–Bogoliubov; Parlett, *The Symmetric Eigenvalue Problem*, SIAM 1998,
+      ch. 4): an eigenvalue lies in [θ_i − r_i, θ_i + r_i];
+    * gap bound (Kato 1949, Temple 1928; Parlett ch. 11; Bai et al., *Templates for the Solution of Algebraic
+      Eigenvalue Problems*, SIAM 2000, §4.8; LAPACK Users' Guide §4.7): when no other eigenvalue lies within
+      ``gap_i`` of θ_i, that eigenvalue is within r_i² / gap_i of θ_i.
 
     The gap is to the other EIGENVALUES, which Lanczos knows only through the Ritz values: :func:`ritz_bounds`
     shrinks the distance to each other Ritz value by that value's residual. An eigenvalue the Krylov space has
