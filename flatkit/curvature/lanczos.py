@@ -13,8 +13,8 @@ The Ritz values θ_i are the eigenvalues of T_m (symmetric solver, ``numpy.linal
 that, with the gap to the other Ritz values, certifies the error of each eigenvalue (:class:`Certifier`:
 ``|λ_i − θ_i| ≤ min(r_i, r_i²/gap_i)``, guarded); the process stops as soon as the top-k are certified to
 ``tol``. The basis lives in one preallocated buffer; :class:`BlockLanczosProcess` is the block variant that
-resolves repeated eigenvalues. Unlike deflated power iteration, the top-k come out of one Krylov space, and they are the largest
-ALGEBRAIC eigenvalues (negative curvature is reported as negative, not as a large magnitude).
+resolves repeated eigenvalues. Unlike deflated power iteration, the top-k come out of one Krylov space, and
+they are the largest ALGEBRAIC eigenvalues (negative curvature is reported as negative, not as a large magnitude).
 """
 
 from __future__ import annotations
