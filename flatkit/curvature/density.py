@@ -157,8 +157,8 @@ def spectral_density(
         for _ in range(steps):  # the runs side by side: one batched call for their next vectors
             W = op.many(torch.stack([_pending(proc) for proc in procs]).to(op.device))
             for proc, w in zip(procs, W, strict=True):
-                proc.op.ready = w
-                proc.step()
+                proc.op.ready = w.clone()  # a tensor of its own, as one at a time: a row of W starts at an offset
+                proc.step()               # where vectorised kernels (the reorthogonalisation) round differently
     for r, proc in enumerate(procs):
         theta, S, _ = proc.ritz()
         nodes[r] = theta

@@ -19,14 +19,14 @@ from flatkit.objective import Objective
 from .helpers import full_hessian, quadratic, symmetric_with_spectrum, tiny_mlp_problem
 
 
-def _conv_problem() -> Objective:
+def _conv_problem(dtype: torch.dtype = torch.float64) -> Objective:
     g = torch.Generator().manual_seed(3)
     net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.GroupNorm(2, 4), torch.nn.SiLU(),
-                              torch.nn.Conv2d(4, 2, 3, padding=1)).double()
+                              torch.nn.Conv2d(4, 2, 3, padding=1)).to(dtype)
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(0.5 * torch.randn(p.shape, generator=g, dtype=torch.float64))
-    xs = [torch.randn(3, 2, 5, 5, generator=g, dtype=torch.float64) for _ in range(2)]
+    xs = [torch.randn(3, 2, 5, 5, generator=g, dtype=torch.float64).to(dtype) for _ in range(2)]
 
     def f(p, x):
         return (torch.func.functional_call(net, p, (x,)) - x).pow(2).mean()
@@ -115,6 +115,17 @@ def test_density_side_by_side_equals_one_after_another(monkeypatch):
     np.testing.assert_allclose(vm.weights, loop.weights, rtol=1e-7, atol=1e-10)
     _force(monkeypatch, "loop")
     auto = spectral_density(obj, probe_batch="auto", **kw)
+    assert auto.meta["probe_batch"]["chosen"] == "loop"
+    assert np.array_equal(auto.nodes, loop.nodes) and np.array_equal(auto.weights, loop.weights)
+
+
+def test_density_auto_keeping_the_loop_is_bit_identical_in_float32(monkeypatch):
+    """Side by side with the loop kept: each run gets its product as a tensor of its own, so its
+    reorthogonalisation rounds as one after another (a row of the batch would start at an offset)."""
+    obj = _conv_problem(torch.float32)
+    loop = spectral_density(obj, runs=3, steps=8, seed=1, probe_batch="loop", check=False)
+    _force(monkeypatch, "loop")
+    auto = spectral_density(obj, runs=3, steps=8, seed=1, probe_batch="auto", check=False)
     assert auto.meta["probe_batch"]["chosen"] == "loop"
     assert np.array_equal(auto.nodes, loop.nodes) and np.array_equal(auto.weights, loop.weights)
 
