@@ -61,6 +61,7 @@ class Budget:
     perturb_k: int  # random directions of the loss-under-perturbation curves
     n_samples: int  # samples of the prior / exposure / quantization measures
     sample_steps: int  # T' of those samples (DDIM for prior and quantization, DDPM for exposure)
+    repeats: int = 1  # --repeats of the Hessian and the sharpness: their cells are mean ± se (docs/methods.md)
 
     def train_config(self, arm: str, device: str = "auto") -> Any:
         """The :class:`~flatkit.train.trainer.TrainConfig` of one training run of this budget."""
@@ -74,11 +75,11 @@ class Budget:
 BUDGETS: dict[str, Budget] = {
     # a smoke test of the whole pipeline in 4-5 minutes on 2 CPU cores (the test suite's); its numbers mean nothing
     "smoke": Budget(steps=12, ema=0.9, n_eval=8, top_k=1, trace_hvps=4, points=3, perturb_k=2,
-                    n_samples=4, sample_steps=4),
+                    n_samples=4, sample_steps=4, repeats=2),
     "fast": Budget(steps=600, ema=0.999, n_eval=32, top_k=2, trace_hvps=24, points=9, perturb_k=4,
-                   n_samples=32, sample_steps=20),
+                   n_samples=32, sample_steps=20, repeats=3),
     "full": Budget(steps=3000, ema=0.999, n_eval=128, top_k=5, trace_hvps=100, points=21, perturb_k=8,
-                   n_samples=256, sample_steps=50),
+                   n_samples=256, sample_steps=50, repeats=5),
 }
 
 
@@ -108,8 +109,8 @@ def measure_settings(budget: Budget) -> dict[str, Any]:
     samp = dict(data=DATA, n=b.n_samples, sampling_steps=b.sample_steps)
     return {
         "hessian": S.HessianSettings(**bank, top_k=b.top_k, tol=1e-2, trace=True, trace_rtol=0.05,
-                                     trace_max_hvps=b.trace_hvps),
-        "sharpness": S.SharpnessSettings(**bank, kind="keskar", ascent_steps=10),
+                                     trace_max_hvps=b.trace_hvps, repeats=b.repeats),
+        "sharpness": S.SharpnessSettings(**bank, kind="keskar", ascent_steps=10, repeats=b.repeats),
         "landscape": S.LandscapeSettings(**bank, points=b.points),
         "perturb": S.PerturbSettings(**bank, n_directions=b.perturb_k),
         "prior": S.PriorSettings(**samp, sampler="ddim", scales=(1.0, 1.2), n_eval=b.n_eval),
@@ -410,7 +411,10 @@ def _report_notes(b: Budget) -> str:
             f"default); +IP: γ = 0.1; +EMA: rate {b.ema:g} with warm-up; +SWA: uniform average from step "
             f"{b.steps // 3 + 1}; {HOLDOUT:.0%} of the data held out of training (the held-out L(θ)). "
             f"Flatness on a frozen bank of {b.n_eval} (x0, t, ε) of the training items; "
-            f"samples: {b.n_samples} per arm, T' = {b.sample_steps}.")
+            f"samples: {b.n_samples} per arm, T' = {b.sample_steps}. "
+            f"L(θ), λ_max, trace and ε-sharpness are the mean ± one standard error over {b.repeats} repeats "
+            "(bank, probes and restarts redrawn with seeds seed + 1000003·r at the same weights: the uncertainty of "
+            "the measurement, not of training; docs/methods.md, \"Error bars\").")
 
 
 def _logged_step(run_dir: Path) -> int:

@@ -70,11 +70,14 @@ def test_demo_writes_the_report_of_nine_arms(smoke):
     for arm, weights, label in ARMS:
         h = HessianResult.load(out / "results" / f"{arm}-{weights}")
         row = next(x for x in rep["rows"] if x["label"] == label)
-        lam = h.lambda_max[0]
+        # --repeats: the cells are the mean over the budget's repeats ± one standard error
+        assert len(h.repeats) == BUDGETS["smoke"].repeats and h.repeats[0]["lambda_max"] == h.lambda_max
+        lam = h.intervals["lambda_max"]["mean"][0]
         assert row["lambda_max"] == pytest.approx(lam, rel=1e-12)
-        assert row["loss"] == pytest.approx(h.loss[0], rel=1e-12)
-        assert f"{lam:.4g}" in rows[label][keys.index("lambda_max")]
+        assert row["loss"] == pytest.approx(h.intervals["loss"]["mean"][0], rel=1e-12)
+        assert f"{lam:.4g} ± " in rows[label][keys.index("lambda_max")]
         assert row["train_loss"] is not None and row["holdout_loss"] is not None  # each run holds 5 % out
+    assert "### Error bars" in md and "not seed-to-seed training variance" in md
     assert (out / "summary.csv").is_file() and (out / "summary.tex").is_file()
     assert "training" in rep["figures"]  # the curves of the three runs
     # the three trainings reached the budget's steps and track EMA and SWA
