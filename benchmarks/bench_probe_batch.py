@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="SLQ steps per run")
     ap.add_argument("--vectors-per-call", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tasks", default="hutch++,hutchinson,slq", help="which of hutch++,hutchinson,slq")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     from bench_landscape import build_objective
@@ -59,6 +60,8 @@ def main() -> None:
     }
     modes = ["loop", "vmap", "auto"]
     for name, fn in tasks.items():
+        if name not in args.tasks.split(","):
+            continue
         fn("loop")  # warm-up
         times: dict[str, list[float]] = {m: [] for m in modes}
         res = {}
