@@ -34,8 +34,11 @@ import numpy as np
 SEED_STRIDE = 1_000_003
 #: the confidence level of every reported interval
 LEVEL = 0.95
-#: the keyword arguments of an analysis that name side outputs: only repeat 0 writes them
-SIDE_OUTPUTS = ("out", "save_dir")
+#: keyword arguments naming side outputs: only repeat 0 writes them (quantize's saved checkpoints)
+SIDE_OUTPUTS = ("save_dir",)
+#: keyword arguments naming a folder of partial results (landscape's blocks): no repeat writes there, the caller
+#: saves the combined result (a partial grid of one repeat would hold other settings than the whole call)
+PARTIAL_OUTPUTS = ("out",)
 
 
 def derived_seed(seed: int, r: int) -> int:
@@ -300,12 +303,12 @@ def run_repeated(fn: Callable, args: tuple, kwargs: dict, settings: Any) -> Any:
         seed = derived_seed(settings.seed, r)
         s_r = dataclasses.replace(settings, seed=seed, repeats=1)
         if r == 0:
-            a, kw = args, dict(kwargs)
+            a, kw = args, {k: (None if k in PARTIAL_OUTPUTS else v) for k, v in kwargs.items()}
         else:
             cache: dict = {}
             a = tuple(_reseed(x, lambda b, r=r: derived_seed(b, r), cache) for x in args)
-            kw = {k: (None if k in SIDE_OUTPUTS else _reseed(v, lambda b, r=r: derived_seed(b, r), cache))
-                  for k, v in kwargs.items()}
+            kw = {k: (None if k in SIDE_OUTPUTS + PARTIAL_OUTPUTS
+                      else _reseed(v, lambda b, r=r: derived_seed(b, r), cache)) for k, v in kwargs.items()}
         _note(f"repeat {r + 1}/{R} (seed {seed})")
         res = fn(*a, settings=s_r, **kw)
         results.append(res)

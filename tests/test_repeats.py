@@ -190,3 +190,15 @@ def test_repeats_redraw_directions_and_samples(ckpt):
     assert q.repeats[0]["drift_mse"] != q.repeats[1]["drift_mse"]  # other samples
     one = quantize(run, bits=(4,), n=2, sampling_steps=2, n_ref=2, n_eval=4, projections=4)
     assert one.loss_change == q.loss_change and one.drift_mse == q.drift_mse
+
+
+def test_repeats_landscape_writes_no_partial_grid_per_repeat(ckpt, tmp_path):
+    """A repeat writes no partial grid into ``out`` (it would record other settings than the whole call): the
+    command saves the combined result once."""
+    import flatkit
+    from flatkit.objective import Objective
+
+    obj = Objective(flatkit.load(ckpt), n=4, seed=0, batch_size=4)
+    res = flatkit.landscape(obj, dims=1, points=3, repeats=2, out=tmp_path / "l")
+    assert not (tmp_path / "l").exists() and res.done.all()
+    assert set(res.intervals) == {"loss_centre", "flatness"} and res.intervals["flatness"]["n"] == [2]
