@@ -105,12 +105,13 @@ def cell(row: dict, key: str) -> str | None:
 
 
 def separation_lines(columns: list, rows: list[dict]) -> list[str]:
-    """For every column with intervals and every pair of arms that both have one: whether their 95 % intervals
-    separate."""
+    """For every column with intervals: whether the 95 % intervals of two arms separate (two arms: that pair;
+    more: each arm against the first, the paper's reference arm in the report's order)."""
     out = []
     for c in columns:
         have = [r for r in rows if isinstance(r.get(f"{c.key}_interval"), Interval)]
-        for ra, rb in itertools.combinations(have, 2):
+        pairs = itertools.combinations(have, 2) if len(have) <= 2 else [(have[0], r) for r in have[1:]]
+        for ra, rb in pairs:
             a, b = ra[f"{c.key}_interval"], rb[f"{c.key}_interval"]
             sep = separate(a, b)
             verdict = ("the 95 % intervals separate" if sep else "the 95 % intervals overlap"
@@ -133,8 +134,9 @@ def markdown(columns: list, rows: list[dict]) -> list[str]:
         return []
     return ["### Error bars", "",
             "Cells measured with `--repeats R` show the mean over the R repeats ± one standard error (s/√R); the "
-            "95 % interval is mean ± t(0.975, R − 1)·se. A repeat redraws the evaluation bank and the measure's "
-            "own random choices (directions, probes, restarts, sample seeds) at the same weights: the interval "
+            "95 % interval is mean ± t(0.975, R − 1)·se. Below, two arms are compared (of more, each with the "
+            "first). A repeat redraws the evaluation bank and the measure's own random choices (directions, "
+            "probes, restarts, sample seeds) at the same weights: the interval "
             "is the uncertainty of the measurement, not seed-to-seed training variance (docs/methods.md, "
             "\"Error bars\"). Arms measured on the same repeats (same seeds, hence the same banks and directions) "
             "are also compared repeat by repeat: the interval of the paired difference is narrower, because the "
