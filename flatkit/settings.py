@@ -311,6 +311,10 @@ class HessianSettings(BankSettings):
                             choices=("auto", "double_backward_cached", "double_backward", "fwd_rev"))
     basis_device: str = setting("same", "--basis-device", "Where Lanczos keeps its basis (cpu saves GPU memory).",
                                 kind="choice", choices=("same", "cpu"))
+    probe_batch: str = setting("auto", "--probe-batch", "Trace probes and SLQ runs: loop = one HVP per pass; vmap = "
+                               "several per vmapped pass; auto = times both once and keeps the faster (the loop's "
+                               "numbers bit for bit when it keeps the loop).", kind="choice",
+                               choices=("auto", "loop", "vmap"))
 
     def validate(self) -> None:
         if self.top_k == 0 and not (self.trace or self.density or self.per_timestep):

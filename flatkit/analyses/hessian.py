@@ -114,14 +114,15 @@ def _trace(o: Any, s: HessianSettings, res: HessianResult, detail: dict) -> None
                         memory_budget.lanczos_bytes(2 * sketch, o.num_params), o.device)
     with hvp_progress(f"trace ({s.trace_method})", total=s.trace_max_hvps):
         r = hessian_trace(o, method=s.trace_method, rtol=s.trace_rtol, max_hvps=s.trace_max_hvps, seed=s.seed,
-                          mode=s.hvp_mode, check=False)
+                          mode=s.hvp_mode, check=False, probe_batch=s.probe_batch)
     res.trace.append(float(r.estimate))
     res.trace_stderr.append(float(r.stderr))
     res.trace_hvps.append(int(r.hvp_count))
     res.trace_converged.append(bool(r.converged))
     res.trace_samples.append([float(x) for x in r.samples])
     detail["trace"] = {"method": r.method, "rtol": r.rtol, "low_rank_part": r.low_rank_part,
-                       "sketch_size": r.sketch_size, "wall_time_s": r.wall_time_s}
+                       "sketch_size": r.sketch_size, "wall_time_s": r.wall_time_s,
+                       "probe_batch": (r.meta or {}).get("probe_batch")}
 
 
 def _density(o: Any, s: HessianSettings, parts: dict, res: HessianResult, detail: dict) -> None:
@@ -135,12 +136,12 @@ def _density(o: Any, s: HessianSettings, parts: dict, res: HessianResult, detail
                         memory_budget.lanczos_bytes(s.density_steps, o.num_params), where)
     with hvp_progress("spectral density (SLQ)", total=s.density_runs * s.density_steps):
         r = spectral_density(o, runs=s.density_runs, steps=s.density_steps, seed=s.seed, mode=s.hvp_mode,
-                             basis_device=s.basis_device, check=False)
+                             basis_device=s.basis_device, check=False, probe_batch=s.probe_batch)
     for k, v in (("grid", r.grid), ("density", r.density), ("nodes", r.nodes), ("weights", r.weights)):
         parts.setdefault(k, []).append(np.asarray(v))
     res.density_sigma.append(float(r.sigma))
     detail["density"] = {"runs": r.runs, "steps": r.steps, "hvp_count": r.hvp_count, "integral": r.integral,
-                         "wall_time_s": r.wall_time_s}
+                         "wall_time_s": r.wall_time_s, "probe_batch": (r.meta or {}).get("probe_batch")}
 
 
 def _per_timestep(o: Any, s: HessianSettings, parts: dict, detail: dict) -> None:

@@ -53,3 +53,22 @@ def test_bad_input_is_one_line_exit_2(ckpt, tmp_path, args, needle):
     r = CliRunner().invoke(main, ["hessian", ckpt, "--out", str(tmp_path / "x"), "--n-eval", "4", *args])
     assert r.exit_code == 2, r.output
     assert needle in r.output and "Traceback" not in r.output
+
+
+def test_probe_batch_option_reaches_trace_and_density(ckpt, tmp_path):
+    """--probe-batch loop and vmap give the same trace and density to float rounding, and say what they used."""
+    res = {}
+    for mode in ("loop", "vmap"):
+        out = tmp_path / mode
+        r = CliRunner().invoke(main, ["hessian", ckpt, "--top-k", "0", "--trace", "--trace-method", "hutchinson",
+                                      "--trace-max-hvps", "4", "--density", "--density-runs", "2",
+                                      "--density-steps", "3", "--n-eval", "4", "--batch-size", "4",
+                                      "--include", r"^out\.2\.", "--probe-batch", mode, "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        res[mode] = HessianResult.load(out)
+        d = res[mode].details[0]
+        assert d["trace"]["probe_batch"]["used"] == mode and d["density"]["probe_batch"]["used"] == mode
+    np.testing.assert_allclose(res["vmap"].trace, res["loop"].trace, rtol=1e-4)
+    np.testing.assert_allclose(res["vmap"].density, res["loop"].density, rtol=1e-3, atol=1e-6)
+    r = CliRunner().invoke(main, ["hessian", ckpt, "--probe-batch", "many", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "--probe-batch" in r.output
