@@ -33,7 +33,7 @@ def test_smoke_writes_every_row(tmp_path):
     text = out.read_text()
     rows = {ln.split("|")[1].strip(): ln for ln in text.splitlines() if ln.startswith("| ") and "---" not in ln}
     ids = list(_suite_module().ORDER)
-    assert len(ids) == 11
+    assert len(ids) == 13
     for key in ids:
         assert key in rows, f"row {key} missing from\n{text}"
         assert "failed" not in rows[key] and "timed out" not in rows[key] and "skipped" not in rows[key], rows[key]

@@ -131,10 +131,12 @@ def test_doc_commands_equal_one_process(work):
 
             ha, hb = HessianResult.load(one), HessianResult.load(two)
             assert ha.eigen_hvps == hb.eigen_hvps
-            np.testing.assert_allclose(hb.eigenvalues, ha.eigenvalues, rtol=1e-10, atol=0)
+            # float32 products summed over two ranks' shards in another order than one process sums them: the
+            # eigenvalues agree to float32 rounding carried through the Lanczos steps (seen: 1.5e-8 relative)
+            np.testing.assert_allclose(hb.eigenvalues, ha.eigenvalues, rtol=1e-6, atol=0)
             assert ha.trace_hvps == hb.trace_hvps
-            np.testing.assert_allclose(hb.trace, ha.trace, rtol=1e-10, atol=0)
-            np.testing.assert_allclose(hb.trace_samples, ha.trace_samples, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(hb.trace, ha.trace, rtol=1e-6, atol=0)
+            np.testing.assert_allclose(hb.trace_samples, ha.trace_samples, rtol=1e-6, atol=1e-9)
         elif kind == "sample":
             a, b = np.load(one / "samples.npz")["arr_0"], np.load(two / "samples.npz")["arr_0"]
             assert a.shape == (64, 2) and np.array_equal(a, b)
