@@ -370,6 +370,30 @@ def summary_lines(res: Any, extra: Sequence[tuple] = ()) -> list[str]:
     return out
 
 
+def errorbars_along(ax: Any, xs: Sequence[float], res: Any, name: str, m: int, color: Any,
+                    n_models: int = 1) -> bool:
+    """Draw model ``m``'s 95 % interval over the repeats of array scalar ``name`` at each ``xs[i]`` (entry i:
+    a bit width, a radius) as capped vertical bars in ``color``, models side by side (each shifted by 1.2 % of
+    the x span); False when the result has no such intervals."""
+    ivs = [interval_at(getattr(res, "intervals", None), name, m, i) for i in range(len(xs))]
+    span = float(np.ptp(np.asarray(xs, dtype=float))) if len(xs) > 1 else 1.0
+    dx = (m - (n_models - 1) / 2) * 0.012 * span
+    pts = [(x + dx, iv) for x, iv in zip(xs, ivs, strict=True) if iv is not None and math.isfinite(iv.lo)]
+    if not pts:
+        return False
+    ax.errorbar([x for x, _ in pts], [iv.mean for _, iv in pts],
+                yerr=[[iv.mean - iv.lo for _, iv in pts], [iv.hi - iv.mean for _, iv in pts]], fmt="none",
+                ecolor=color, capsize=3, lw=1.0, zorder=4)
+    return True
+
+
+def repeats_note(res: Any) -> str:
+    """" (bars: 95 % interval over R repeats)" for a figure title when the result has intervals, else ""."""
+    ns = [d.get("n") for d in (getattr(res, "intervals", None) or {}).values() if isinstance(d, dict)]
+    flat = [int(v) for v in np.ravel(np.asarray(ns, dtype=object)) if isinstance(v, (int, float))] if ns else []
+    return f" (bars: 95 % interval over {max(flat)} repeats)" if flat else ""
+
+
 def errorbars(ax: Any, xs: Sequence[float], res: Any, name: str) -> bool:
     """Draw scalar ``name``'s mean and 95 % interval over the repeats at ``xs`` (one x per model) on a matplotlib
     axis (black diamonds with caps, labelled for the legend); False when the result has no such intervals."""

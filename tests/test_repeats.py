@@ -171,7 +171,7 @@ def test_repeats_cli_writes_intervals_prints_them_and_the_report_shows_them(ckpt
     assert "lambda_max_se" in rep.csv.read_text().splitlines()[0]
 
 
-def test_repeats_redraw_directions_and_samples(ckpt):
+def test_repeats_redraw_directions_and_samples(ckpt, tmp_path):
     """perturb: each repeat draws its own directions; quantize (a sampling measure): its own bank and samples;
     side outputs (save_dir) are written by repeat 0 only."""
     import flatkit
@@ -190,6 +190,39 @@ def test_repeats_redraw_directions_and_samples(ckpt):
     assert q.repeats[0]["drift_mse"] != q.repeats[1]["drift_mse"]  # other samples
     one = quantize(run, bits=(4,), n=2, sampling_steps=2, n_ref=2, n_eval=4, projections=4)
     assert one.loss_change == q.loss_change and one.drift_mse == q.drift_mse
+    _figures_draw_the_intervals(res, q, tmp_path)
+
+
+def _figures_draw_the_intervals(perturb_res, quantize_res, tmp_path):
+    """perturb.png and quantize.png draw each repeated scalar's 95 % interval (capped bars at the interval's
+    ends) and say so in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from flatkit.plots.landscape import plot_perturb
+    from flatkit.plots.robustness import plot_quantize
+    from flatkit.repeats import interval_at
+
+    for res, plot, name, idx in ((perturb_res, plot_perturb, "mean", (0, 1)),
+                                 (quantize_res, plot_quantize, "drift_mse", (0, 0))):
+        captured = []
+        orig = plt.Axes.errorbar
+
+        def spy(ax, *a, _orig=orig, _captured=captured, **k):
+            _captured.append((a, k))
+            return _orig(ax, *a, **k)
+
+        plt.Axes.errorbar = spy
+        try:
+            plot(res, tmp_path / name)
+        finally:
+            plt.Axes.errorbar = orig
+        iv = interval_at(res.intervals, name, *idx)
+        tops = [np.asarray(a[1]) + np.asarray(k["yerr"][1]) for a, k in captured]
+        assert any(np.isclose(t, iv.hi).any() for t in tops), (name, iv, tops)
+        assert (tmp_path / f"{name}.png").is_file()
 
 
 def test_repeats_landscape_writes_no_partial_grid_per_repeat(ckpt, tmp_path):

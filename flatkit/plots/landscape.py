@@ -416,13 +416,16 @@ def _loss_change_axes(ax: Any, r: np.ndarray, norm: str, ylabel: str, title: str
     ax.set_xlabel(RADIUS_WORDS.get(norm, "radius r"))
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.set_xlim(r.min(), r.max())
+    pad = 0.03 * (r.max() - r.min()) if ax.containers else 0.0  # room for --repeats' interval bars
+    ax.set_xlim(r.min() - pad, r.max() + pad)
     ax.legend(frameon=False)
 
 
 def plot_perturb(res: Any, stem: str | Path, title: str | None = None) -> list[Path]:
     """ΔL(r) = L(θ + r d) − L(θ): random directions (mean ± one std over K) and the worst-case direction."""
     import matplotlib.pyplot as plt
+
+    from flatkit.repeats import errorbars_along, repeats_note
 
     r = np.asarray(res.radii)
     M = len(res.loss0)
@@ -437,15 +440,17 @@ def plot_perturb(res: Any, stem: str | Path, title: str | None = None) -> list[P
             mean, std = np.asarray(res.mean)[m], np.asarray(res.std)[m]
             ax.plot(r, mean, "-o", ms=2.5, color=c, label=f"{labels[m]} (L(θ) = {_nan_if_none(res.loss0[m]):.4g})")
             ax.fill_between(r, mean - std, mean + std, color=c, alpha=0.18, lw=0)
+            errorbars_along(ax, r, res, "mean", m, c, M)  # --repeats: 95 % interval of the mean over repeats
         _loss_change_axes(ax, r, res.norm, "L(θ + r d) − L(θ)",
                           f"random Gaussian directions (mean ± std, K = {res.n_directions})")
         if has_worst:
             ax = axes[0, 1]
             for m in range(M):
                 ax.plot(r, worst[m], "-s", ms=2.5, color=colour(labels[m], m), label=labels[m])
+                errorbars_along(ax, r, res, "worst", m, colour(labels[m], m), M)
             _loss_change_axes(ax, r, res.norm, "max L(θ + r d) − L(θ)",
                               f"worst case (normalised gradient, {res.worst_steps} ascent steps)")
-        fig.suptitle(title or "Loss under weight perturbation")
+        fig.suptitle((title or "Loss under weight perturbation") + repeats_note(res))
         fig.tight_layout()
     return save(fig, stem)
 

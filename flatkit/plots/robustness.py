@@ -191,6 +191,8 @@ def plot_quantize(res: QuantizeResult, stem: str | Path) -> list[Path]:
     each model's full-precision distance)."""
     import matplotlib.pyplot as plt
 
+    from flatkit.repeats import errorbars_along, repeats_note
+
     bits = np.array(res.bits)
     order = np.argsort(bits)
     panels = [
@@ -206,6 +208,8 @@ def plot_quantize(res: QuantizeResult, stem: str | Path) -> list[Path]:
             for m, label in enumerate(res.labels):
                 c = colour(label, m)
                 ax.plot(bits[order], ys[m][order], "-o", color=c, ms=4, label=label)
+                if key != "weight_rel_error":  # --repeats: the bank and the sample seeds redrawn
+                    errorbars_along(ax, bits, res, key, m, c, len(res.labels))
                 if key == "distance" and res.distance_fp[m] is not None:
                     ax.axhline(res.distance_fp[m], color=c, ls="--", lw=1,
                                label=f"{label} full precision" if len(res.labels) > 1 else "full precision")
@@ -220,7 +224,7 @@ def plot_quantize(res: QuantizeResult, stem: str | Path) -> list[Path]:
             ax.grid(alpha=0.3)
         axes[0].legend(loc="best", fontsize=7)
         axes[3].legend(loc="best", fontsize=7)
-        fig.suptitle(f"Weight quantization ({res.granularity}, round-to-nearest, symmetric)")
+        fig.suptitle(f"Weight quantization ({res.granularity}, round-to-nearest, symmetric){repeats_note(res)}")
         fig.tight_layout()
         return save(fig, stem)
 
