@@ -62,6 +62,8 @@ class Budget:
     n_samples: int  # samples of the prior / exposure / quantization measures
     sample_steps: int  # T' of those samples (DDIM for prior and quantization, DDPM for exposure)
     repeats: int = 1  # --repeats of the Hessian and the sharpness: their cells are mean ± se (docs/methods.md)
+    ascent_steps: int = 10  # Keskar ε-sharpness: gradient-ascent steps per restart
+    restarts: int = 3  # ... and its restarts
 
     def train_config(self, arm: str, device: str = "auto") -> Any:
         """The :class:`~flatkit.train.trainer.TrainConfig` of one training run of this budget."""
@@ -75,7 +77,7 @@ class Budget:
 BUDGETS: dict[str, Budget] = {
     # a smoke test of the whole pipeline in 4-5 minutes on 2 CPU cores (the test suite's); its numbers mean nothing
     "smoke": Budget(steps=12, ema=0.9, n_eval=8, top_k=1, trace_hvps=4, points=3, perturb_k=2,
-                    n_samples=4, sample_steps=4, repeats=2),
+                    n_samples=4, sample_steps=4, repeats=2, ascent_steps=3, restarts=1),
     "fast": Budget(steps=600, ema=0.999, n_eval=32, top_k=2, trace_hvps=24, points=9, perturb_k=4,
                    n_samples=32, sample_steps=20, repeats=3),
     "full": Budget(steps=3000, ema=0.999, n_eval=128, top_k=5, trace_hvps=100, points=21, perturb_k=8,
@@ -110,7 +112,8 @@ def measure_settings(budget: Budget) -> dict[str, Any]:
     return {
         "hessian": S.HessianSettings(**bank, top_k=b.top_k, tol=1e-2, trace=True, trace_rtol=0.05,
                                      trace_max_hvps=b.trace_hvps, repeats=b.repeats),
-        "sharpness": S.SharpnessSettings(**bank, kind="keskar", ascent_steps=10, repeats=b.repeats),
+        "sharpness": S.SharpnessSettings(**bank, kind="keskar", ascent_steps=b.ascent_steps, restarts=b.restarts,
+                                         repeats=b.repeats),
         "landscape": S.LandscapeSettings(**bank, points=b.points),
         "perturb": S.PerturbSettings(**bank, n_directions=b.perturb_k),
         "prior": S.PriorSettings(**samp, sampler="ddim", scales=(1.0, 1.2), n_eval=b.n_eval),

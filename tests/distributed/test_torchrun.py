@@ -136,7 +136,9 @@ def test_doc_commands_equal_one_process(work):
             np.testing.assert_allclose(hb.eigenvalues, ha.eigenvalues, rtol=1e-6, atol=0)
             assert ha.trace_hvps == hb.trace_hvps
             np.testing.assert_allclose(hb.trace, ha.trace, rtol=1e-6, atol=0)
-            np.testing.assert_allclose(hb.trace_samples, ha.trace_samples, rtol=1e-6, atol=1e-9)
+            # one probe's v·Hv is a float32 sum with cancellation: compare on the scale of the largest sample
+            scale = float(np.abs(np.asarray(ha.trace_samples)).max())
+            np.testing.assert_allclose(hb.trace_samples, ha.trace_samples, rtol=1e-5, atol=1e-5 * scale)
         elif kind == "sample":
             a, b = np.load(one / "samples.npz")["arr_0"], np.load(two / "samples.npz")["arr_0"]
             assert a.shape == (64, 2) and np.array_equal(a, b)
