@@ -5,7 +5,7 @@ setup:
 
 test: setup
 	.venv/bin/ruff check flatkit tests benchmarks examples
-	.venv/bin/python -m pytest tests -n 2
+	.venv/bin/python -m pytest tests -n 2 --dist loadfile
 
 lint: setup
 	.venv/bin/ruff check flatkit tests benchmarks examples
