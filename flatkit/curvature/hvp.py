@@ -292,7 +292,7 @@ class HVP:
                 self.calibration["warm"] = True
                 return [self(V[0])]
             w, t = self._timed(lambda: self(V[0]))
-            self._loop_s = t
+            self._loop_s = dist.broadcast_object(t)  # rank 0's timing: every rank takes the same decision
             return [w]
         if self.device.type == "cpu" and self._loop_s > CPU_TRIAL_MAX_S:
             self.batch = "loop"
@@ -302,7 +302,7 @@ class HVP:
         if V.shape[0] < 2:
             return [self(V[0])]
         W, t2 = self._timed(lambda: self._batched(V[:2], fallback=False))
-        per = t2 / 2 if W is not None else math.inf
+        per = dist.broadcast_object(t2 / 2 if W is not None else math.inf)  # one decision for all ranks
         self.calibration.update(loop_s=self._loop_s, vmap2_s=per)
         if per < self._loop_s:
             self.batch = "vmap"
@@ -339,6 +339,7 @@ class HVP:
                     acc += flatten_many(_hvp_fwd_rev_many(self.obj, self.params, Vd, i)).to(torch.float64)
             return acc
 
+        failed: str | None = None
         try:
             acc = retry_micro_batches(self.obj, run, what="Hessian-vector product")
         except FlatkitError:
@@ -347,7 +348,14 @@ class HVP:
             from flatkit.memory import free_memory
 
             free_memory()
-            self.calibration["vmap_failed"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            failed = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        if dist.active():  # a pass that failed on one rank falls back on every rank (no collective mismatch)
+            flag = torch.tensor([0.0 if failed is None else 1.0], dtype=torch.float64, device=self.device)
+            dist.all_reduce_sum(flag)
+            if failed is None and float(flag) > 0:
+                failed = "the vmapped pass failed on another rank"
+        if failed is not None:
+            self.calibration["vmap_failed"] = failed
             if not fallback:
                 return None
             warnings.warn(f"vmapped HVP failed ({self.calibration['vmap_failed']}); computing one vector per call",

@@ -298,3 +298,27 @@ def _check_options(cli, args: list[str]) -> None:
     unknown = [w for w in args if w.startswith("--") and w not in known]
     assert not unknown, (args[0], unknown)
     command.make_context(args[0], [a.replace("$", "") for a in args[1:]])  # values convert
+
+
+def test_auto_batching_takes_one_decision_on_every_rank(tmp_path):
+    """Ranks time the loop and the vmapped pass differently (and one rank's vmapped pass fails): every rank
+    still takes rank 0's decision, so no collective mismatches, and the products equal one process's."""
+    from flatkit.curvature.hvp import HVP
+    from tests.distributed._calibrate_ranks import objective
+
+    out = tmp_path / "ranks.json"
+    script = REPO / "tests" / "distributed" / "_calibrate_ranks.py"
+    argv = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", str(script), str(out)]
+    r = subprocess.run(argv, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert [x["chosen"] for x in rows] == ["loop", "loop"]  # rank 0 timed the loop faster
+    assert rows[0]["batch"] == rows[1]["batch"] == "loop"
+    assert rows[0]["count"] == rows[1]["count"] == 8
+    assert rows[0]["batch2"] == rows[1]["batch2"] == "loop"  # failed on rank 1: both fall back
+    assert rows[1]["failed2"].startswith("RuntimeError") and "another rank" in rows[0]["failed2"]
+    V = torch.randn(8, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    want = HVP(objective(), batch="loop").many(V)
+    for x in rows:
+        np.testing.assert_allclose(np.array(x["H"]), want.numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(np.array(x["H2"]), want.numpy(), rtol=1e-12, atol=1e-12)
