@@ -110,6 +110,8 @@ def _hessian(res: Any, m: int) -> dict:
     det = _at(res.details, m) or {}
     return {"loss": _num(_at(res.loss, m)), "lambda_max": _num(ev[0]) if len(ev) else None,
             "lambda_max_converged": _at(res.eigen_converged, m),
+            "lambda_max_bound": _num((_at(getattr(res, "eigen_bounds", None) or [], m) or [None])[0]),
+            "lambda_max_certified": _at(getattr(res, "eigen_certified", None) or [], m),
             "trace": _num(_at(res.trace, m)), "trace_stderr": _num(_at(res.trace_stderr, m)),
             "trace_method": (det.get("trace") or {}).get("method") or _cfg(res).get("trace_method")}
 
@@ -561,6 +563,8 @@ def flatness_numbers(run: RunDir) -> dict:
         if d["lambda_max"] is not None:
             out["lambda_max"] = d["lambda_max"]
             out["lambda_max_converged"] = d["lambda_max_converged"]
+            out["lambda_max_bound"] = d["lambda_max_bound"]  # certified |λ_max − θ_1| (results before it: None)
+            out["lambda_max_certified"] = d["lambda_max_certified"]
         if d["trace"] is not None:
             out.update(trace=d["trace"], trace_stderr=d["trace_stderr"], trace_method=d["trace_method"])
         out["loss"] = d["loss"]

@@ -156,7 +156,10 @@ def flatness_table(runs: list[RunDir], landscape_radius: float | None = None,
         tr = fmt(f.get("trace"))
         if f.get("trace") is not None and f.get("trace_stderr") is not None:
             tr += f" ± {fmt(f['trace_stderr'], 2)}"
-        lam = fmt(f.get("lambda_max")) + (" (not converged)" if f.get("lambda_max_converged") is False else "")
+        cert = f.get("lambda_max_certified")  # results before the certified stop: the convergence flag
+        lam = fmt(f.get("lambda_max")) + (" (not certified)" if cert is False else
+                                          " (not converged)" if cert is None and f.get("lambda_max_converged") is False
+                                          else "")
         rows.append([r.label, lam, tr, fmt(f.get("sharpness")), fmt(ld["value"] if ld else None), fmt(pm),
                      fmt(pw)])
         numbers.append({"label": r.label, "lambda_max": f.get("lambda_max"), "trace": f.get("trace"),

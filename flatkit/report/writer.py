@@ -139,7 +139,9 @@ def summary(runs: list[RunDir], landscape_radius: float | None = None, perturb_r
                "Held-out minus bank L(θ) is the generalisation gap: flatness that costs held-out fit is no win."),
         Column("lambda_max", "λ_max ↓",
                "Largest eigenvalue of the Hessian of the training loss at θ (Lanczos on Hessian-vector products, "
-               "`hessian.json`): the curvature along the sharpest direction. Lower is flatter."),
+               "`hessian.json`): the curvature along the sharpest direction. Lower is flatter. Lanczos stops "
+               "when its error bound |λ − θ| is certified below the tolerance; the bounds are under Notes, and a "
+               "value whose bound was not certified says so in its cell."),
         Column("trace", "trace ↓",
                "Trace of the Hessian (Hutch++ / Hutchinson estimate, `hessian.json`): the summed curvature over "
                "all directions. Lower is flatter."),
@@ -193,6 +195,7 @@ def summary(runs: list[RunDir], landscape_radius: float | None = None, perturb_r
         row["train_loss"], row["train_loss_note"] = C.train_loss(r)
         row["holdout_loss"], row["holdout_source"], row["holdout_loss_note"] = C.holdout_loss(r)
         row["lambda_max"] = f.get("lambda_max")
+        row["lambda_max_bound"], row["lambda_max_certified"] = f.get("lambda_max_bound"), f.get("lambda_max_certified")
         row["trace"] = f.get("trace")
         row["sharpness"] = f.get("sharpness")
         row["landscape"] = ld["value"] if ld else None
@@ -215,6 +218,12 @@ def summary(runs: list[RunDir], landscape_radius: float | None = None, perturb_r
 
     IV.attach(runs, rows, [c.key for c in cols], landscape_radius=landscape_radius, perturb_radius=pr_r,
               prior_point=point)
+    bounds = [(row["label"], row["lambda_max_bound"], row["lambda_max_certified"]) for row in rows
+              if row.get("lambda_max") is not None and row.get("lambda_max_bound") is not None]
+    if bounds:
+        notes.append("λ_max error bounds (Lanczos, certified |λ_max − θ|; docs/curvature.md): " + ", ".join(
+            f"{lab} ± {b:.2g}" + ("" if ok else " (NOT certified: the tolerance was not reached)")
+            for lab, b, ok in bounds))
     # drop columns no arm has (the cost in fit stays beside L(θ), with a footnote where it is missing)
     fit = any(row.get("loss") is not None for row in rows)
     cols = [c for c in cols if any(row.get(c.key) is not None for row in rows) or (fit and c.key in FIT_COLUMNS)]
@@ -247,6 +256,8 @@ def _cell(row: dict, key: str) -> str:
     from flatkit.report.intervals import cell
 
     s = cell(row, key) or fmt(row.get(key))
+    if key == "lambda_max" and row.get(key) is not None and row.get("lambda_max_certified") is False:
+        s += " (not certified)"
     return s + " †" if key == "quality" and row.get("quality_metric") == "SW2" and s != "—" else s
 
 
