@@ -56,3 +56,42 @@ def test_probes_bases_and_vmapped_blocks_are_refused_before_allocating(shared_ck
     r = CliRunner().invoke(main, [args[0], str(ckpt), "--n-eval", "4", "--out", str(tmp_path / "x"), *args[1:]])
     assert r.exit_code == 2 and needle in r.output and "needs about" in r.output, r.output
     assert not (tmp_path / "x").exists()
+
+
+def test_slq_runs_side_by_side_only_where_their_bases_fit(monkeypatch):
+    """Side by side (probe_batch auto/vmap), every SLQ run's basis is held at once: auto falls back to one run
+    after another (one basis) where they do not fit, an explicit vmap is refused naming density_runs; the
+    loop's densities are the same either way."""
+    import numpy as np
+    import torch
+
+    import flatkit
+    from flatkit.curvature import lanczos
+    from tests.curvature.helpers import quadratic, symmetric_with_spectrum
+
+    obj = quadratic(symmetric_with_spectrum(torch.linspace(-1.0, 5.0, 300, dtype=torch.float64)))
+    one = budget.lanczos_bytes(20, 300, itemsize=8)
+    live, peak = [0], [0]
+    init = lanczos.LanczosProcess.__init__
+
+    def counted_init(self, *a, **k):
+        init(self, *a, **k)
+        live[0] += 1
+        peak[0] = max(peak[0], live[0])
+
+    def counted_del(self):
+        live[0] -= 1
+
+    monkeypatch.setattr(lanczos.LanczosProcess, "__init__", counted_init)
+    monkeypatch.setattr(lanczos.LanczosProcess, "__del__", counted_del, raising=False)
+    kw = dict(top_k=0, density=True, density_runs=4, density_steps=20)
+    monkeypatch.setattr(budget, "available_bytes", lambda device="cpu": int(2.5 * one / budget.HEADROOM))
+    auto = flatkit.hessian(obj, probe_batch="auto", **kw)
+    assert auto.details[0]["density"]["probe_batch"]["requested"] == "loop" and peak[0] == 1
+    with pytest.raises(UsageError, match=r"^density_runs 4: 4 SLQ bases .* needs about"):
+        flatkit.hessian(obj, probe_batch="vmap", **kw)
+    peak[0] = live[0] = 0
+    monkeypatch.setattr(budget, "available_bytes", lambda device="cpu": None)  # unknown: no refusal
+    loop = flatkit.hessian(obj, probe_batch="loop", **kw)
+    assert peak[0] == 1  # one basis at a time
+    np.testing.assert_array_equal(auto.density, loop.density)

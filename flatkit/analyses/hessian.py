@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from flatkit.errors import UsageError
 from flatkit.results import Result
 from flatkit.settings import BANK_FIELDS, HessianSettings, takes
 
@@ -131,12 +132,22 @@ def _density(o: Any, s: HessianSettings, parts: dict, res: HessianResult, detail
     from flatkit.curvature.hvp import hvp_progress
 
     where = o.device if s.basis_device == "same" else s.basis_device
+    steps = min(int(s.density_steps), int(o.num_params))
+    one = memory_budget.lanczos_bytes(steps, o.num_params, itemsize=o.dtype.itemsize)
     memory_budget.check("density_steps", s.density_steps,
-                        f"the SLQ basis of {s.density_steps} vectors of {o.num_params} parameters",
-                        memory_budget.lanczos_bytes(s.density_steps, o.num_params), where)
+                        f"the SLQ basis of {steps} vectors of {o.num_params} parameters", one, where)
+    batch = s.probe_batch
+    if batch != "loop" and s.density_runs > 1:  # side by side, every run's basis is held at once
+        what = f"{s.density_runs} SLQ bases (runs side by side, --probe-batch {batch}) of {steps} vectors"
+        try:
+            memory_budget.check("density_runs", s.density_runs, what, s.density_runs * one, where)
+        except UsageError:
+            if batch == "vmap":
+                raise
+            batch = "loop"  # auto: one run after another, one basis at a time
     with hvp_progress("spectral density (SLQ)", total=s.density_runs * s.density_steps):
         r = spectral_density(o, runs=s.density_runs, steps=s.density_steps, seed=s.seed, mode=s.hvp_mode,
-                             basis_device=s.basis_device, check=False, probe_batch=s.probe_batch)
+                             basis_device=s.basis_device, check=False, probe_batch=batch)
     for k, v in (("grid", r.grid), ("density", r.density), ("nodes", r.nodes), ("weights", r.weights)):
         parts.setdefault(k, []).append(np.asarray(v))
     res.density_sigma.append(float(r.sigma))

@@ -67,13 +67,9 @@ class _Deferred:
         return w
 
 
-def _pending(proc: LanczosProcess) -> Tensor | None:
-    """The vector whose product the process's next step asks for (None where the process does not expose it)."""
-    buf = getattr(proc, "_buf", None)
-    if isinstance(buf, Tensor):  # the preallocated basis: row m is the next vector
-        return buf[proc.m]
-    nxt = getattr(proc, "_next", None)
-    return nxt if isinstance(nxt, Tensor) else None
+def _pending(proc: LanczosProcess) -> Tensor:
+    """The vector whose product the process's next step asks for: row m of the preallocated basis."""
+    return proc._buf[proc.m]
 
 
 def gaussian_broadening(grid: np.ndarray, nodes: np.ndarray, weights: np.ndarray, sigma: float) -> np.ndarray:
@@ -146,23 +142,33 @@ def spectral_density(
     # the runs go one after another or side by side
     starts = [probes(probe, (n,), gen, op.dtype, op.device) for _ in range(runs)]
     restart_seeds = torch.randint(0, 2**62, (runs,), generator=gen).tolist()
-    procs = [LanczosProcess(_Deferred(op), v, basis_device=basis_device, generator=cpu_generator(sd))
-             for v, sd in zip(starts, restart_seeds, strict=True)]
-    if op.batch == "loop" or runs == 1 or _pending(procs[0]) is None:
-        for proc in procs:
+
+    def start(r: int) -> LanczosProcess:  # each basis one preallocated (steps + 1) × N buffer
+        return LanczosProcess(_Deferred(op), starts[r], basis_device=basis_device,
+                              generator=cpu_generator(restart_seeds[r]), capacity=steps)
+
+    def record(r: int, proc: LanczosProcess) -> None:
+        theta, S, _ = proc.ritz()
+        nodes[r] = theta
+        weights[r] = S[0, :] ** 2  # Gauss quadrature weights: squared first components
+
+    if op.batch == "loop" or runs == 1:
+        for r in range(runs):  # one run after another: one basis in memory at a time
+            proc = start(r)
             proc.op.op = op  # one product at a time: the HVP itself
             for _ in range(steps):
                 proc.step()
+            record(r, proc)
+            del proc
     else:
+        procs = [start(r) for r in range(runs)]
         for _ in range(steps):  # the runs side by side: one batched call for their next vectors
             W = op.many(torch.stack([_pending(proc) for proc in procs]).to(op.device))
             for proc, w in zip(procs, W, strict=True):
                 proc.op.ready = w.clone()  # a tensor of its own, as one at a time: a row of W starts at an offset
                 proc.step()               # where vectorised kernels (the reorthogonalisation) round differently
-    for r, proc in enumerate(procs):
-        theta, S, _ = proc.ritz()
-        nodes[r] = theta
-        weights[r] = S[0, :] ** 2  # Gauss quadrature weights: squared first components
+        for r, proc in enumerate(procs):
+            record(r, proc)
     g, sig = choose_grid(nodes, sigma, grid)
     dens = gaussian_broadening(g, nodes, weights, sig)
     return DensityResult(
