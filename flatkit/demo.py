@@ -298,6 +298,7 @@ class DemoResult:
     report_html: Path
     rows: list[tuple[str, Path]]
     wall_time_s: float
+    report_written: bool = True  # False: the report on disk was up to date and kept
 
 
 def _demo_config(budget: str) -> dict:
@@ -339,7 +340,9 @@ def demo(out: str | os.PathLike = "runs/demo", budget: str = "fast", workers: in
     out.mkdir(parents=True, exist_ok=True)
     from flatkit.results import atomic_write_text
 
-    atomic_write_text(out / "demo.json", json.dumps(cfg, indent=2) + "\n")
+    atomic_write_text(out / "demo.json", json.dumps(  # the report's fingerprint stays until the report is redone
+        {**cfg, **{k: v for k, v in (_json(out / "demo.json") or {}).items() if k == "report_inputs"}},
+        indent=2) + "\n")
     t_start = time.perf_counter()
     say = _Say(progress)
 
@@ -395,11 +398,41 @@ def demo(out: str | os.PathLike = "runs/demo", budget: str = "fast", workers: in
     # 3. report
     from flatkit.report import write_report
 
-    say.note("writing the report")
-    rep = write_report(rows, out, title=f"flatkit demo ({budget} budget)", intro=_report_notes(b))
+    title, intro = f"flatkit demo ({budget} budget)", _report_notes(b)
+    inputs = _report_inputs(out, title, intro)
+    if (_json(out / "demo.json") or {}).get("report_inputs") == inputs and all(
+            (out / f).is_file() for f in ("report.md", "report.html", "report.json")):
+        say.note("the report is up to date (no result or training file changed since it was written)")
+        md, page, written = out / "report.md", out / "report.html", False
+    else:
+        say.note("writing the report")
+        rep = write_report(rows, out, title=title, intro=intro)
+        md, page, written = rep.markdown, rep.html, True
+        atomic_write_text(out / "demo.json", json.dumps({**cfg, "report_inputs": inputs}, indent=2) + "\n")
     wall = time.perf_counter() - t_start
     say.note(f"done in {wall:.0f} s")
-    return DemoResult(out=out, report_md=rep.markdown, report_html=rep.html, rows=rows, wall_time_s=wall)
+    return DemoResult(out=out, report_md=md, report_html=page, rows=rows, wall_time_s=wall, report_written=written)
+
+
+#: the files the report is read from (results, training logs and configurations, checkpoints)
+REPORT_INPUT_SUFFIXES = (".json", ".npz", ".jsonl", ".pt")
+
+
+def _report_inputs(out: Path, title: str, intro: str) -> str:
+    """A fingerprint of what the report is made from: flatkit's version, the title and notes, and the name, size
+    and modification time of every result and training file. A rerun that recomputed nothing finds the same one
+    and keeps the report; any changed, added or removed file (or another flatkit) writes it again."""
+    import hashlib
+
+    from flatkit import __version__
+
+    h = hashlib.sha256("\0".join([__version__, title, intro]).encode())
+    for sub in ("results", "train"):
+        for p in sorted((out / sub).rglob("*")):
+            if p.is_file() and p.suffix in REPORT_INPUT_SUFFIXES:
+                st = p.stat()
+                h.update(f"\0{p.relative_to(out).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return h.hexdigest()
 
 
 SMOKE_NOTE = ("**Smoke budget: this run only checks that the pipeline works end to end. Its numbers carry no "

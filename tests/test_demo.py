@@ -90,10 +90,39 @@ def test_demo_writes_the_report_of_nine_arms(smoke):
 def test_demo_rerun_resumes_without_recomputing(smoke):
     out, _ = smoke
     stamp = {p: p.stat().st_mtime_ns for p in (out / "results").rglob("*.json")}
+    report = {p: p.stat().st_mtime_ns for p in out.glob("report.*")}
     r = _flatkit("demo", "--budget", "smoke", "--out", str(out), "--workers", "2")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "training" not in r.stderr and "measuring" not in r.stderr
     assert stamp == {p: p.stat().st_mtime_ns for p in (out / "results").rglob("*.json")}
+    # nothing changed: the report is kept, not written again
+    assert "the report is up to date" in r.stderr and "writing the report" not in r.stderr
+    assert report == {p: p.stat().st_mtime_ns for p in out.glob("report.*")}
+
+
+def test_report_fingerprint_follows_the_result_and_training_files(tmp_path):
+    from flatkit.demo import _report_inputs
+
+    out = tmp_path / "d"
+    (out / "results" / "plain-raw").mkdir(parents=True)
+    (out / "train" / "plain").mkdir(parents=True)
+    res, log, met = (out / "results" / "plain-raw" / "hessian.json", out / "train" / "plain" / "log.txt",
+                     out / "train" / "plain" / "metrics.jsonl")
+    res.write_text("{}")
+    met.write_text("{}\n")
+    log.write_text("a")
+    first = _report_inputs(out, "t", "i")
+    assert _report_inputs(out, "t", "i") == first
+    log.write_text("a log line more")  # not read by the report
+    assert _report_inputs(out, "t", "i") == first
+    assert _report_inputs(out, "t", "other notes") != first
+    os.utime(res, ns=(res.stat().st_atime_ns, res.stat().st_mtime_ns + 1000))  # a result rewritten
+    second = _report_inputs(out, "t", "i")
+    assert second != first
+    met.write_text("{}\n{}\n")  # training went on
+    assert _report_inputs(out, "t", "i") != second
+    (out / "results" / "plain-raw" / "perturb.npz").write_bytes(b"x")  # a result added
+    assert _report_inputs(out, "t", "i") not in (first, second)
 
 
 def test_demo_redoes_a_result_whose_checkpoint_changed(smoke, tmp_path):

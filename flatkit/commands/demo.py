@@ -27,5 +27,6 @@ def command(out: str, budget: str, workers: int | None, quiet: bool, device: str
     progress.configure(not quiet)
     lock_out(out)  # one demo per folder at a time (a rerun resumes)
     res = demo(out=out, budget=budget, workers=workers, progress=not quiet, device=device)
-    click.echo(f"wrote {res.report_md}")
-    click.echo(f"wrote {res.report_html}")
+    verb = "wrote" if res.report_written else "up to date:"
+    click.echo(f"{verb} {res.report_md}")
+    click.echo(f"{verb} {res.report_html}")
