@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 # One colour per arm of the paper (Lee et al. 2025, Table 1), colour-blind-safe (Okabe–Ito + tints).
 ARM_COLOURS: dict[str, str] = {
@@ -111,9 +112,25 @@ def save(fig, stem: str | Path, formats: tuple[str, ...] = ("png", "pdf")) -> li
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
+    bbox: Any = RC["savefig.bbox"]
+    if bbox == "tight" and len(formats) > 1:
+        # the tight box once for every format: savefig lays the figure out twice per format to find it (a dry
+        # draw, then the real one), and text layout is most of a figure's cost
+        from matplotlib import rcParams
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        canvas = FigureCanvasAgg(fig) if not hasattr(fig.canvas, "get_renderer") else fig.canvas
+        saved_dpi = fig.dpi
+        fig.dpi = RC["savefig.dpi"]  # the box where the PNG is rendered, as savefig would find it
+        try:
+            renderer = canvas.get_renderer()
+            fig.draw_without_rendering()
+            bbox = fig.get_tightbbox(renderer).padded(rcParams["savefig.pad_inches"])
+        finally:
+            fig.dpi = saved_dpi
     for f in formats:
         p = stem.with_suffix("." + f)
-        fig.savefig(p, dpi=RC["savefig.dpi"], bbox_inches=RC["savefig.bbox"])  # also when called outside style()
+        fig.savefig(p, dpi=RC["savefig.dpi"], bbox_inches=bbox)  # also when called outside style()
         paths.append(p)
     plt.close(fig)
     return paths
