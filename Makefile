@@ -5,7 +5,7 @@ setup:
 
 test: setup
 	.venv/bin/ruff check flatkit tests benchmarks examples
-	.venv/bin/python -m pytest tests -n 2 --dist loadfile
+	.venv/bin/python -m pytest tests -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: setup
 	.venv/bin/ruff check flatkit tests benchmarks examples

@@ -402,7 +402,7 @@ def demo(out: str | os.PathLike = "runs/demo", budget: str = "fast", workers: in
     inputs = _report_inputs(out, title, intro)
     if (_json(out / "demo.json") or {}).get("report_inputs") == inputs and all(
             (out / f).is_file() for f in ("report.md", "report.html", "report.json")):
-        say.note("the report is up to date (no result or training file changed since it was written)")
+        say.note("the report is up to date (nothing it reads changed since it was written)")
         md, page, written = out / "report.md", out / "report.html", False
     else:
         say.note("writing the report")
