@@ -21,8 +21,8 @@ SLOW_FIRST = (
     "tests/distributed/test_torchrun.py",  # ~150 s
     "tests/test_examples.py",  # ~95 s
     "tests/test_docs_pages.py",  # ~70 s
-    "tests/report/test_figures.py",  # ~60 s
-    "tests/report/test_report.py",  # ~45 s
+    "tests/report/test_figures.py",  # ~60 s: builds the report tests' result folders (test_report.py, later,
+    # reads them; tests/report/conftest.py shares them between the workers)
     "tests/test_precision.py",  # ~35 s
     "tests/test_gpu_suite_smoke.py",  # ~35 s
 )

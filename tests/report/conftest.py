@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -72,8 +73,25 @@ ALL = ("hessian", "sharpness", "perturb", "landscape", "exposure", "prior", "qua
 
 
 @pytest.fixture(scope="session")
-def result_dirs(tmp_path_factory, make_ckpt) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("report")
+def result_dirs(tmp_path_factory, make_ckpt, worker_id) -> dict[str, Path]:
+    """Built once per test run: under pytest-xdist the workers share one copy (the first to ask builds it under a
+    file lock, the others read it; the tests only read these folders)."""
+    if worker_id == "master":
+        return _result_dirs(tmp_path_factory.mktemp("report"), make_ckpt)
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent / "report-results"  # the parent every worker shares
+    with FileLock(str(root) + ".lock"):
+        if not (root / "done").is_file():
+            if root.exists():
+                shutil.rmtree(root)  # a build that did not finish
+            root.mkdir()
+            dirs = _result_dirs(root, make_ckpt)
+            (root / "done").write_text(json.dumps({k: str(v) for k, v in dirs.items()}))
+        return {k: Path(v) for k, v in json.loads((root / "done").read_text()).items()}
+
+
+def _result_dirs(root: Path, make_ckpt) -> dict[str, Path]:
     (root / "plain").mkdir()
     (root / "sam").mkdir()
     plain = micro_checkpoint(make_ckpt, root / "plain" / "ckpt.pt", 0)
