@@ -64,20 +64,25 @@ class Budget:
     repeats: int = 1  # --repeats of the Hessian and the sharpness: their cells are mean ± se (docs/methods.md)
     ascent_steps: int = 10  # Keskar ε-sharpness: gradient-ascent steps per restart
     restarts: int = 3  # ... and its restarts
+    perturb_radii: tuple[float, ...] | None = None  # the perturbation radii (None: PerturbSettings' default)
+    worst_steps: int = 3  # ascent steps of the worst-case perturbation at each radius
+    train_sample_steps: int = 100  # DDPM steps of the 16 samples each training draws at its end
 
     def train_config(self, arm: str, device: str = "auto") -> Any:
         """The :class:`~flatkit.train.trainer.TrainConfig` of one training run of this budget."""
         from flatkit.train.trainer import TrainConfig
 
         return TrainConfig(data=DATA, preset="tiny", steps=self.steps, ema=[self.ema], swa_start=self.steps // 3 + 1,
-                           save_every=100, log_every=25, sample_count=16, device=device, holdout=HOLDOUT,
+                           save_every=100, log_every=25, sample_count=16, sample_steps=self.train_sample_steps,
+                           device=device, holdout=HOLDOUT,
                            **TRAIN_ARGS[arm])
 
 
 BUDGETS: dict[str, Budget] = {
-    # a smoke test of the whole pipeline in 4-5 minutes on 2 CPU cores (the test suite's); its numbers mean nothing
+    # a smoke test of the whole pipeline in under 2 minutes on 2 CPU cores (the test suite's); its numbers mean nothing
     "smoke": Budget(steps=12, ema=0.9, n_eval=8, top_k=1, trace_hvps=4, points=3, perturb_k=2,
-                    n_samples=4, sample_steps=4, repeats=2, ascent_steps=3, restarts=1),
+                    n_samples=4, sample_steps=4, repeats=2, ascent_steps=3, restarts=1,
+                    perturb_radii=(0.0, 0.05, 0.1), worst_steps=1, train_sample_steps=10),
     "fast": Budget(steps=600, ema=0.999, n_eval=32, top_k=2, trace_hvps=24, points=9, perturb_k=4,
                    n_samples=32, sample_steps=20, repeats=3),
     "full": Budget(steps=3000, ema=0.999, n_eval=128, top_k=5, trace_hvps=100, points=21, perturb_k=8,
@@ -115,7 +120,8 @@ def measure_settings(budget: Budget) -> dict[str, Any]:
         "sharpness": S.SharpnessSettings(**bank, kind="keskar", ascent_steps=b.ascent_steps, restarts=b.restarts,
                                          repeats=b.repeats),
         "landscape": S.LandscapeSettings(**bank, points=b.points),
-        "perturb": S.PerturbSettings(**bank, n_directions=b.perturb_k),
+        "perturb": S.PerturbSettings(**bank, n_directions=b.perturb_k, worst_steps=b.worst_steps,
+                                     **({} if b.perturb_radii is None else {"radii": tuple(b.perturb_radii)})),
         "prior": S.PriorSettings(**samp, sampler="ddim", scales=(1.0, 1.2), n_eval=b.n_eval),
         "exposure": S.ExposureSettings(**samp, sampler="ddpm"),
         "quantize": S.QuantizeSettings(**samp, sampler="ddim", bits=(8, 4), n_eval=b.n_eval),
@@ -308,6 +314,18 @@ def _demo_config(budget: str) -> dict:
             "arms": [list(a) for a in ARMS], "train_args": TRAIN_ARGS, "flatkit": __version__}
 
 
+def _same_sizes(prev: Any, sizes: dict) -> bool:
+    """Whether a folder's recorded budget sizes are these: a size the folder's flatkit did not record yet counts
+    as its default (that flatkit ran with it), so a demo folder stays resumable across versions."""
+    if not isinstance(prev, dict):
+        return False
+    defaults = {f.name: f.default for f in dataclasses.fields(Budget)}
+    want = json.loads(json.dumps(sizes))  # tuples as the lists a JSON file holds
+    if not set(prev) <= set(want):
+        return False
+    return all((prev[k] if k in prev else json.loads(json.dumps(defaults.get(k)))) == v for k, v in want.items())
+
+
 def _check_out(out: Path, cfg: dict) -> None:
     """Refuse a folder that holds something else, or a demo of another configuration."""
     from flatkit.outputs import LOCK_NAME
@@ -317,7 +335,7 @@ def _check_out(out: Path, cfg: dict) -> None:
     marker = out / "demo.json"
     if marker.is_file():
         prev = _json(marker) or {}
-        if prev.get("budget") != cfg["budget"] or prev.get("sizes") != cfg["sizes"]:
+        if prev.get("budget") != cfg["budget"] or not _same_sizes(prev.get("sizes"), cfg["sizes"]):
             raise UsageError(f"--out {out}: holds a demo with --budget {prev.get('budget')} (other sizes); "
                              "use another --out")
     elif out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()):  # our own lock is not "other files"

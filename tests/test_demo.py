@@ -160,3 +160,21 @@ def test_demo_refuses_another_budget_in_the_same_dir(tmp_path):
     assert r.returncode == 2 and "holds a demo with --budget fast" in r.stderr
     r = _flatkit("demo", "--budget", "huge", "--out", str(d))
     assert r.returncode == 2 and "--budget" in r.stderr
+
+
+def test_a_demo_folder_of_an_older_flatkit_stays_resumable():
+    """A size a folder's flatkit did not record counts as its default: a fast demo written before the perturb
+    and training-sample sizes existed is the same budget; another budget, or changed sizes, are not."""
+    import json as _json
+
+    from flatkit.demo import _demo_config, _same_sizes
+
+    fast = _json.loads(_json.dumps(_demo_config("fast")["sizes"]))
+    older = {k: v for k, v in fast.items() if k not in ("perturb_radii", "worst_steps", "train_sample_steps")}
+    assert _same_sizes(older, _demo_config("fast")["sizes"])
+    smoke = _json.loads(_json.dumps(_demo_config("smoke")["sizes"]))
+    assert _same_sizes(smoke, _demo_config("smoke")["sizes"])
+    assert not _same_sizes({k: smoke[k] for k in older}, _demo_config("smoke")["sizes"])  # smoke's sizes changed
+    assert not _same_sizes(fast, _demo_config("full")["sizes"])
+    assert not _same_sizes({**fast, "unknown": 1}, _demo_config("fast")["sizes"])
+    assert not _same_sizes(None, _demo_config("fast")["sizes"])
