@@ -4,7 +4,9 @@
 # (top Hessian eigenvalues and trace) and their loss landscapes on one frozen evaluation bank.
 # Usage: bash examples/quickstart.sh [OUT_DIR] [STEPS] [N_EVAL]     (defaults: runs/quickstart 600 64)
 # A rerun resumes: finished trainings are not repeated. Extra `flatkit train` options may be passed in the
-# environment variable QUICKSTART_TRAIN_ARGS (the test suite uses it to draw fewer preview samples).
+# environment variable QUICKSTART_TRAIN_ARGS (the test suite uses it to draw fewer preview samples), and the
+# measures' sizes in TOPK [3] (top eigenvalues), TRACE_HVPS [40] (Hutch++ budget) and POINTS [9] (landscape grid
+# points per axis); the test suite makes them small.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/flatkit ] || bash scripts/setup.sh
@@ -12,6 +14,9 @@ cd "$(dirname "$0")/.."
 OUT=${1:-runs/quickstart}
 STEPS=${2:-600}
 NEVAL=${3:-64}
+TOPK=${TOPK:-3}
+TRACE_HVPS=${TRACE_HVPS:-40}
+POINTS=${POINTS:-9}
 mkdir -p "$OUT"
 for arm in plain sam; do
   args=(--data builtin:shapes16 --preset tiny --steps "$STEPS" --ema 0.999 --swa-start $((STEPS / 3 + 1))
@@ -27,9 +32,9 @@ for arm in plain sam; do
   flatkit train "${args[@]}"
 done
 flatkit info "$OUT/sam/ckpt.pt"
-flatkit hessian "$OUT/plain/ckpt.pt" --compare "$OUT/sam/ckpt.pt" --top-k 3 --tol 1e-2 --trace \
-  --trace-rtol 0.05 --trace-max-hvps 40 --n-eval "$NEVAL" --out "$OUT/hessian"
-flatkit landscape "$OUT/plain/ckpt.pt" --compare "$OUT/sam/ckpt.pt" --points 9 --n-eval "$NEVAL" \
+flatkit hessian "$OUT/plain/ckpt.pt" --compare "$OUT/sam/ckpt.pt" --top-k "$TOPK" --tol 1e-2 --trace \
+  --trace-rtol 0.05 --trace-max-hvps "$TRACE_HVPS" --n-eval "$NEVAL" --out "$OUT/hessian"
+flatkit landscape "$OUT/plain/ckpt.pt" --compare "$OUT/sam/ckpt.pt" --points "$POINTS" --n-eval "$NEVAL" \
   --out "$OUT/landscape"
 python - "$OUT" <<'PY'
 import sys
