@@ -80,12 +80,18 @@ def available_bytes(device: Any = "cpu") -> int | None:
     return avail
 
 
+def fits(need: float, device: Any = "cpu") -> bool:
+    """Whether ``need`` bytes fit in :data:`HEADROOM` of the device's free memory (True where it is unknown)."""
+    avail = available_bytes(device)
+    return avail is None or need <= HEADROOM * avail
+
+
 def check(param: str, value: Any, what: str, need: float, device: Any = "cpu") -> None:
     """Refuse (UsageError naming ``param``) when ``need`` bytes exceed :data:`HEADROOM` of the device's free
     memory."""
-    avail = available_bytes(device)
-    if avail is None or need <= HEADROOM * avail:
+    if fits(need, device):
         return
+    avail = available_bytes(device)
     dev = str(device)
     raise UsageError(
         f"{param} {value}: {what} needs about {format_bytes(need)}, more than the {format_bytes(avail)} free on "

@@ -319,11 +319,11 @@ def _same_sizes(prev: Any, sizes: dict) -> bool:
     as its default (that flatkit ran with it), so a demo folder stays resumable across versions."""
     if not isinstance(prev, dict):
         return False
-    defaults = {f.name: f.default for f in dataclasses.fields(Budget)}
-    want = json.loads(json.dumps(sizes))  # tuples as the lists a JSON file holds
-    if not set(prev) <= set(want):
-        return False
-    return all((prev[k] if k in prev else json.loads(json.dumps(defaults.get(k)))) == v for k, v in want.items())
+    # as a JSON file holds them (tuples as lists)
+    defaults = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(Budget)
+                                      if f.default is not dataclasses.MISSING}))
+    want = json.loads(json.dumps(sizes))
+    return set(prev) <= set(want) and all(prev.get(k, defaults.get(k)) == v for k, v in want.items())
 
 
 def _check_out(out: Path, cfg: dict) -> None:
@@ -358,9 +358,9 @@ def demo(out: str | os.PathLike = "runs/demo", budget: str = "fast", workers: in
     out.mkdir(parents=True, exist_ok=True)
     from flatkit.results import atomic_write_text
 
-    atomic_write_text(out / "demo.json", json.dumps(  # the report's fingerprint stays until the report is redone
-        {**cfg, **{k: v for k, v in (_json(out / "demo.json") or {}).items() if k == "report_inputs"}},
-        indent=2) + "\n")
+    report_inputs = (_json(out / "demo.json") or {}).get("report_inputs")  # kept until the report is redone
+    atomic_write_text(out / "demo.json", json.dumps(
+        {**cfg, **({"report_inputs": report_inputs} if report_inputs else {})}, indent=2) + "\n")
     t_start = time.perf_counter()
     say = _Say(progress)
 
@@ -418,7 +418,7 @@ def demo(out: str | os.PathLike = "runs/demo", budget: str = "fast", workers: in
 
     title, intro = f"flatkit demo ({budget} budget)", _report_notes(b)
     inputs = _report_inputs(out, title, intro)
-    if (_json(out / "demo.json") or {}).get("report_inputs") == inputs and all(
+    if report_inputs == inputs and all(
             (out / f).is_file() for f in ("report.md", "report.html", "report.json")):
         say.note("the report is up to date (nothing it reads changed since it was written)")
         md, page, written = out / "report.md", out / "report.html", False

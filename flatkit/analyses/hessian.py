@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from flatkit.errors import UsageError
 from flatkit.results import Result
 from flatkit.settings import BANK_FIELDS, HessianSettings, takes
 
@@ -137,14 +136,12 @@ def _density(o: Any, s: HessianSettings, parts: dict, res: HessianResult, detail
     memory_budget.check("density_steps", s.density_steps,
                         f"the SLQ basis of {steps} vectors of {o.num_params} parameters", one, where)
     batch = s.probe_batch
-    if batch != "loop" and s.density_runs > 1:  # side by side, every run's basis is held at once
-        what = f"{s.density_runs} SLQ bases (runs side by side, --probe-batch {batch}) of {steps} vectors"
-        try:
-            memory_budget.check("density_runs", s.density_runs, what, s.density_runs * one, where)
-        except UsageError:
-            if batch == "vmap":
-                raise
-            batch = "loop"  # auto: one run after another, one basis at a time
+    # side by side, every run's basis is held at once: vmap is refused where they do not fit, auto runs the loop
+    if batch != "loop" and s.density_runs > 1 and not memory_budget.fits(s.density_runs * one, where):
+        if batch == "vmap":
+            memory_budget.check("density_runs", s.density_runs, f"{s.density_runs} SLQ bases (runs side by side, "
+                                f"--probe-batch vmap) of {steps} vectors", s.density_runs * one, where)
+        batch = "loop"  # one run after another, one basis at a time
     with hvp_progress("spectral density (SLQ)", total=s.density_runs * s.density_steps):
         r = spectral_density(o, runs=s.density_runs, steps=s.density_steps, seed=s.seed, mode=s.hvp_mode,
                              basis_device=s.basis_device, check=False, probe_batch=batch)

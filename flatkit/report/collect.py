@@ -110,8 +110,8 @@ def _hessian(res: Any, m: int) -> dict:
     det = _at(res.details, m) or {}
     return {"loss": _num(_at(res.loss, m)), "lambda_max": _num(ev[0]) if len(ev) else None,
             "lambda_max_converged": _at(res.eigen_converged, m),
-            "lambda_max_bound": _num((_at(getattr(res, "eigen_bounds", None) or [], m) or [None])[0]),
-            "lambda_max_certified": _at(getattr(res, "eigen_certified", None) or [], m),
+            "lambda_max_bound": _num((_at(res.eigen_bounds, m) or [None])[0]),
+            "lambda_max_certified": _at(res.eigen_certified, m),
             "trace": _num(_at(res.trace, m)), "trace_stderr": _num(_at(res.trace_stderr, m)),
             "trace_method": (det.get("trace") or {}).get("method") or _cfg(res).get("trace_method")}
 
