@@ -228,8 +228,8 @@ def _hessian(res: Any) -> dict:
 
 
 def _landscape(res: Any) -> dict:
-    """L(θ) at the centre and the landscape flatness number at the largest disc inside the grid (the report's
-    default: mean ΔL over the grid points with 0 < ‖(α, β)‖ ≤ r)."""
+    """L(θ) at the centre, the landscape flatness number at the largest disc inside the grid (the report's
+    default: mean ΔL over the grid points with 0 < ‖(α, β)‖ ≤ r) and the mean ΔL over the whole grid."""
     a = np.asarray(res.coords_a, dtype=np.float64)
     vals = np.asarray(res.values, dtype=np.float64)
     if int(res.dims) == 2:
@@ -240,11 +240,14 @@ def _landscape(res: Any) -> dict:
     r = float(min(abs(a.min()), a.max())) if a.size else 0.0
     inside = (rr > 0) & (rr <= r * (1 + 1e-9))
     centre = _arr(res.loss_centre)
-    flat = []
+    flat, grid = [], []
     for m in range(vals.shape[0]):
         ok = inside & np.isfinite(vals[m])
         flat.append(float(np.mean(vals[m][ok] - centre[m])) if ok.any() and m < centre.size else math.nan)
-    return {"loss_centre": centre, "flatness": np.asarray(flat)}
+        fin = np.isfinite(vals[m])
+        grid.append(float(np.mean(vals[m][fin])) - centre[m] if fin.any() and m < centre.size else math.nan)
+    # flatness: the report's number (the largest disc); mean_dl: the mean ΔL over the whole grid (flatkit track's)
+    return {"loss_centre": centre, "flatness": np.asarray(flat), "mean_dl": np.asarray(grid)}
 
 
 def _fields(*names: str) -> Callable[[Any], dict]:

@@ -183,7 +183,8 @@ def takes(cls: type, skip: Sequence[str] = ()) -> Callable:
                 raise UsageError(f"settings: expected {cls.__name__}, got {type(settings).__name__}")
             elif given:
                 raise UsageError(f"{next(iter(given))}: pass it inside settings=, not beside it")
-            if getattr(settings, "repeats", 1) > 1:  # --repeats: every random draw R times (flatkit.repeats)
+            if getattr(settings, "repeats", 1) > 1 and not getattr(cls, "REPEATS_INSIDE", False):
+                # --repeats: every random draw R times (flatkit.repeats)
                 from flatkit.repeats import run_repeated
 
                 return run_repeated(fn, args, kw, settings)
@@ -514,10 +515,11 @@ class TrackSettings(BankSettings):
                                        "(first rate), ema_<rate>, swa; a comma-separated list measures each.",
                                        metavar="raw|ema|swa[,...]", kind="strs")
 
+    #: ``repeats`` is passed to every measure at every checkpoint (each result carries its intervals), not a
+    #: repeat of the whole track
+    REPEATS_INSIDE = True
+
     def validate(self) -> None:
-        if getattr(self, "repeats", 1) != 1:
-            raise UsageError(f"repeats {self.repeats}: not available in track (one draw per checkpoint, the same "
-                             "for every checkpoint)")
         bad = [m for m in self.measures if m not in TRACK_MEASURES]
         if bad:
             raise UsageError(f"measures {bad[0]!r}: unknown measure (expected some of {', '.join(TRACK_MEASURES)})")

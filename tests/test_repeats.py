@@ -234,4 +234,4 @@ def test_repeats_landscape_writes_no_partial_grid_per_repeat(ckpt, tmp_path):
     obj = Objective(flatkit.load(ckpt), n=4, seed=0, batch_size=4)
     res = flatkit.landscape(obj, dims=1, points=3, repeats=2, out=tmp_path / "l")
     assert not (tmp_path / "l").exists() and res.done.all()
-    assert set(res.intervals) == {"loss_centre", "flatness"} and res.intervals["flatness"]["n"] == [2]
+    assert set(res.intervals) == {"loss_centre", "flatness", "mean_dl"} and res.intervals["flatness"]["n"] == [2]

@@ -51,7 +51,9 @@ class TrackResult(Result):
 
     ``points[i]``: ``run`` (the run's label), ``run_dir``, ``weights``, ``step``, ``checkpoint``,
     ``checkpoint_sha256``, ``folder`` (relative to the track folder), ``files`` (measure -> json file, relative),
-    ``bank_sha256`` (the frozen bank each measure ran on: one value for the whole folder) and ``scalars``.
+    ``bank_sha256`` (the frozen bank each measure ran on: one value for the whole folder) and ``scalars`` (each
+    measure's own numbers: with ``--repeats``, repeat 0's); with ``--repeats R > 1`` also ``intervals`` (per
+    scalar: ``mean``, ``se``, ``lo``, ``hi`` of the 95 % interval and ``n`` over the R repeats).
     """
 
     name = "track"
@@ -74,6 +76,24 @@ class TrackResult(Result):
             out.setdefault((p["run"], p["weights"]), []).append((p["step"], np.nan if v is None else float(v)))
         return {k: (np.array([s for s, _ in sorted(v)], dtype=float), np.array([x for _, x in sorted(v)]))
                 for k, v in out.items()}
+
+    def bands(self, key: str) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """With ``--repeats``: (run, weights) -> (steps, mean, lo, hi) of one scalar's 95 % interval over the
+        repeats, in step order (NaN where not recorded); empty when no point has an interval of it."""
+        out: dict[tuple[str, str], list] = {}
+        for p in self.points:
+            iv = (p.get("intervals") or {}).get(key) or {}
+            row = [np.nan if iv.get(k) is None else float(iv[k]) for k in ("mean", "lo", "hi")]
+            out.setdefault((p["run"], p["weights"]), []).append((p["step"], *row))
+        if not any(np.isfinite(r[2]) for v in out.values() for r in v):
+            return {}
+        return {k: tuple(np.array(c, dtype=float) for c in zip(*sorted(v), strict=True))  # type: ignore[misc]
+                for k, v in out.items()}
+
+    @property
+    def n_repeats(self) -> int:
+        """R of ``--repeats`` (1 without)."""
+        return int(((self.meta or {}).get("config") or {}).get("track", {}).get("repeats", 1) or 1)
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -161,9 +181,6 @@ def resolve_measure_settings(settings: TrackSettings, given: dict[str, Any] | No
     """Each measure's settings: ``given[name]`` (or the measure's defaults), with the track's bank fields (one
     bank, one seed for every measure); a given measure's bank field that differs is an error."""
     given = dict(given or {})
-    if getattr(settings, "repeats", 1) != 1:
-        raise UsageError(f"repeats {settings.repeats}: not available in track (one draw per checkpoint; the "
-                         "curve over steps shows the spread)")
     extra = [k for k in given if k not in settings.measures]
     if extra:
         raise UsageError(f"measure_settings: {extra[0]} is not one of measures ({','.join(settings.measures)})")
@@ -233,6 +250,39 @@ def point_scalars(name: str, res: Any) -> dict[str, float | None]:
             out[f"quantize_loss_change_{b}bit"] = _f(res.loss_change[0][i])
         return out
     raise UsageError(f"measures {name!r}: unknown measure")
+
+
+def _interval_sources(name: str, res: Any) -> dict[str, tuple]:
+    """Track scalar -> (the result's ``intervals`` name, index after the model) of the same number."""
+    if name == "hessian":
+        return {"loss": ("loss",), "lambda_max": ("lambda_max",), "trace": ("trace",)}
+    if name == "sharpness":
+        return {"sharpness": ("value",), "loss": ("loss0",)}
+    if name == "perturb":
+        return {"perturb_random": ("mean", -1), "perturb_worst": ("worst", -1), "loss": ("loss0",)}
+    if name == "landscape":
+        return {"landscape_mean_dl": ("mean_dl",), "loss": ("loss_centre",)}
+    out: dict[str, tuple] = {"loss": ("loss_fp",)}
+    for i, b in enumerate(getattr(res, "bits", []) or []):
+        out[f"quantize_drift_{b}bit"] = ("drift_mse", i)
+        out[f"quantize_loss_change_{b}bit"] = ("loss_change", i)
+    return out
+
+
+def point_intervals(name: str, res: Any) -> dict[str, dict]:
+    """With ``--repeats R``: per scalar of :func:`point_scalars`, the mean, standard error and 95 % interval over
+    the R repeats (from the result's ``intervals``); empty without repeats."""
+    from flatkit.repeats import interval_at
+
+    ivs = getattr(res, "intervals", None) or {}
+    if not ivs:
+        return {}
+    out = {}
+    for key, (src, *index) in _interval_sources(name, res).items():
+        iv = interval_at(ivs, src, 0, *index)
+        if iv is not None:
+            out[key] = {"mean": iv.mean, "se": _f(iv.se), "lo": _f(iv.lo), "hi": _f(iv.hi), "n": iv.n}
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ one point
@@ -455,15 +505,20 @@ def _track_point(p: _Point, s: TrackSettings, ms: dict[str, Any], obj0: Any, dev
             res.save(p.folder)
             done[name] = res
     scalars: dict[str, float | None] = {}
+    intervals: dict[str, dict] = {}
     for name in s.measures:
         for k, v in point_scalars(name, done[name]).items():
             scalars.setdefault(k, v)
+        for k, v in point_intervals(name, done[name]).items():
+            intervals.setdefault(k, v)
         bank = bank or ((done[name].meta or {}).get("track") or {}).get("bank_sha256")
     entry = {"run": p.label, "run_dir": p.run_dir, "weights": p.weights, "step": p.ckpt.step,
              "checkpoint": str(p.ckpt.path), "checkpoint_sha256": p.sha256,
              "folder": str(p.folder.relative_to(out)),
              "files": {n: str((p.folder / f"{n}.json").relative_to(out)) for n in s.measures},
              "bank_sha256": bank, "scalars": scalars}
+    if intervals:  # --repeats R > 1: mean, se and 95 % interval of each scalar over the repeats
+        entry["intervals"] = intervals
     return entry, obj0, todo
 
 
@@ -477,17 +532,26 @@ def _missing_entry(p: _Point, out: Path, s: TrackSettings, why: str) -> dict:
 def _line(i: int, n: int, e: dict, computed: list[str], wall: float) -> str:
     if e.get("missing"):
         return f"track [{i + 1}/{n}] {e['run']}:{e['weights']} step {e['step']}: skipped ({e['missing']})"
-    sc = e["scalars"]
+    sc, ivs = e["scalars"], e.get("intervals") or {}
+
+    def num(key: str) -> str:
+        iv = ivs.get(key)
+        if iv and iv.get("se") is not None:
+            return f"{iv['mean']:.4g} ± {iv['se']:.2g}"
+        return f"{sc[key]:.4g}"
+
     bits = []
     for key, word in (("lambda_max", "λ_max"), ("trace", "trace"), ("sharpness", "sharpness"),
                       ("perturb_random", "ΔL perturb"), ("landscape_mean_dl", "ΔL landscape")):
         if sc.get(key) is not None:
-            bits.append(f"{word} {sc[key]:.4g}")
-    drift = sorted((int(k.split("_")[2][:-3]), v) for k, v in sc.items() if k.startswith("quantize_drift_"))
-    if drift and drift[0][1] is not None:
-        bits.append(f"drift {drift[0][0]}-bit {drift[0][1]:.4g}")
+            bits.append(f"{word} {num(key)}")
+    drift = sorted((int(k.split("_")[2][:-3]), k) for k in sc if k.startswith("quantize_drift_"))
+    if drift and sc.get(drift[0][1]) is not None:
+        bits.append(f"drift {drift[0][0]}-bit {num(drift[0][1])}")
     if sc.get("loss") is not None:
-        bits.append(f"L(θ) {sc['loss']:.4g}")
+        bits.append(f"L(θ) {num('loss')}")
+    if ivs:
+        bits.append(f"mean ± se over {max(int(v.get('n') or 0) for v in ivs.values())} repeats")
     how = f"{wall:.1f} s" if computed else "reused"
     return f"track [{i + 1}/{n}] {e['run']}:{e['weights']} step {e['step']}: {', '.join(bits)} ({how})"
 

@@ -76,8 +76,9 @@ def default_keys(keys: list[str]) -> list[str]:
 
 def plot_series(panels: list[tuple], stem: str | Path, title: str | None = None) -> list[Path]:
     """One panel per (y label, {line label: (steps, values)}) or (panel title, y label, {...}); x the training
-    step; log y where a panel's positive values span more than a decade and a half. Writes ``<stem>.png`` and
-    ``.pdf``."""
+    step; log y where a panel's positive values span more than a decade and a half. A line given as (steps,
+    values, lo, hi) also gets a shaded band from lo to hi (an interval; NaN where none). Writes ``<stem>.png``
+    and ``.pdf``."""
     import matplotlib.pyplot as plt
 
     n = len(panels)
@@ -89,12 +90,18 @@ def plot_series(panels: list[tuple], stem: str | Path, title: str | None = None)
         fig, axes = plt.subplots(nrow, ncol, figsize=(3.3 * ncol, 2.6 * nrow + 0.5), squeeze=False)
         for ax, (head, ylabel, lines) in zip(axes.flat, panels, strict=False):
             vals = []
-            for lab, (x, y) in lines.items():
+            for lab, (x, y, *band) in lines.items():
                 i = names.index(lab)
+                x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
                 ok = np.isfinite(y)
-                ax.plot(np.asarray(x)[ok], np.asarray(y)[ok], marker=marker(lab, i), ms=4, lw=1.4,
-                        color=colour(lab, i), label=lab)
-                vals.extend(np.asarray(y)[ok].tolist())
+                ax.plot(x[ok], y[ok], marker=marker(lab, i), ms=4, lw=1.4, color=colour(lab, i), label=lab)
+                vals.extend(y[ok].tolist())
+                if band:
+                    lo, hi = (np.asarray(b, dtype=float) for b in band)
+                    both = np.isfinite(lo) & np.isfinite(hi)
+                    if both.any():
+                        ax.fill_between(x[both], lo[both], hi[both], color=colour(lab, i), alpha=0.2, lw=0)
+                        vals.extend(lo[both].tolist() + hi[both].tolist())
             v = np.asarray(vals, dtype=float)
             if v.size and (v > 0).all() and v.max() / v.min() > 30:
                 ax.set_yscale("log")
@@ -122,12 +129,24 @@ def plot_track(res: Any, stem: str | Path, keys: list[str] | None = None, title:
     if not keys:
         return []
     panels = []
+    banded = False
     for k in keys:
-        series = res.series(k)
-        panels.append((scalar_label(k, res.settings), short_label(k, res.settings),
-                       {line_label(r, w): xy for (r, w), xy in series.items()}))
+        series, bands = res.series(k), res.bands(k)
+        lines = {}
+        for (r, w), xy in series.items():
+            if (r, w) in bands:  # --repeats: the mean over the repeats and its 95 % interval
+                steps, mean, lo, hi = bands[(r, w)]
+                lines[line_label(r, w)] = (steps, np.where(np.isfinite(mean), mean, xy[1]), lo, hi)
+                banded = True
+            else:
+                lines[line_label(r, w)] = xy
+        panels.append((scalar_label(k, res.settings), short_label(k, res.settings), lines))
     if title is None:
         cfg = (res.meta or {}).get("config", {}).get("track", {})
         title = (f"Along training: one bank of {cfg.get('n_eval')} (x0, t, ε) from {cfg.get('data')} and seed "
                  f"{cfg.get('seed')} for every checkpoint") if cfg else None
+        if title and banded:
+            title = (f"Along training: banks of {cfg.get('n_eval')} (x0, t, ε) from {cfg.get('data')}, the same "
+                     f"{res.n_repeats} seeds at every checkpoint; lines: mean, bands: 95 % interval over the "
+                     "repeats")
     return plot_series(panels, stem, title)

@@ -174,7 +174,7 @@ CASES += [
     ("track-measure-twice", ["track", "{d}/imgs_empty", "--measures", "hessian,hessian"], "--measures"),
     ("track-option-of-another-measure", ["track", "{d}/imgs_empty", "--measures", "sharpness", "--top-k", "3"],
      "--top-k"),
-    ("track-repeats", ["track", "{d}/imgs_empty", "--repeats", "2"], "--repeats"),
+    ("track-repeats-zero", ["track", "{d}/imgs_empty", "--repeats", "0"], "--repeats"),
     ("track-bad-measure-option", ["track", "{d}/imgs_empty", "--kind", "sharpest"], "--kind"),
 ]
 

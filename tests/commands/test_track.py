@@ -134,6 +134,51 @@ def test_other_settings_in_the_same_folder_are_refused(tracked, runs, tmp_path):
     assert r.exit_code == 2 and "--out" in r.output and "other settings" in r.output
 
 
+def test_repeats_give_every_point_its_interval_and_the_figure_its_bands(tracked, runs, tmp_path, monkeypatch):
+    """--repeats 2: each measure at each checkpoint is repeated (not the whole track); a point's scalars stay repeat
+    0's, which is the run without --repeats bit for bit; its intervals are those of its result files; the figure
+    draws a band per line; a rerun resumes and another R is refused."""
+    from flatkit.analyses.hessian import HessianResult
+    from flatkit.analyses.track import TrackResult
+    from flatkit.plots import track as track_plot
+
+    out = tmp_path / "rep"
+    args = [runs[0], "--measures", "hessian,sharpness", "--weights", "raw", "--n-eval", "8", "--batch-size", "8",
+            "--top-k", "1", "--restarts", "1", "--ascent-steps", "1", "--device", "cpu", "--no-progress"]
+    r = run("track", *args, "--repeats", "2", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert r.output.count("mean ± se over 2 repeats") == 2 and "λ_max" in r.output
+    plain = {p["step"]: p["scalars"] for p in _points(tracked) if (p["run"], p["weights"]) == ("a", "raw")}
+    points = _points(out)
+    assert [p["step"] for p in points] == list(STEPS)
+    for p in points:
+        folder = out / p["folder"]
+        assert sorted(q.name for q in folder.iterdir()) == ["hessian.json", "hessian.npz", "sharpness.json"]
+        h = HessianResult.load(folder)
+        assert h.meta["repeats"]["R"] == 2 and [x["seed"] for x in h.repeats] == [0, 1000003]
+        assert p["scalars"]["lambda_max"] == plain[p["step"]]["lambda_max"]  # repeat 0 = no --repeats
+        assert p["scalars"]["sharpness"] == plain[p["step"]]["sharpness"]
+        iv = p["intervals"]
+        assert set(iv) == {"lambda_max", "sharpness", "loss"} and all(v["n"] == 2 for v in iv.values())
+        lam = [x["lambda_max"][0] for x in h.repeats]
+        assert iv["lambda_max"]["mean"] == pytest.approx(np.mean(lam), rel=1e-12)
+        assert iv["lambda_max"]["se"] == pytest.approx(np.std(lam, ddof=1) / np.sqrt(2), rel=1e-9)
+        assert iv["lambda_max"]["lo"] < iv["lambda_max"]["mean"] < iv["lambda_max"]["hi"]
+        assert lam[0] != lam[1]  # another bank
+    res = TrackResult.load(out)
+    steps, mean, lo, hi = res.bands("lambda_max")[("a", "raw")]
+    assert list(steps) == list(STEPS) and np.all(lo < mean) and np.all(mean < hi) and res.n_repeats == 2
+    assert TrackResult.load(tracked).bands("lambda_max") == {}
+    drawn = []
+    monkeypatch.setattr("matplotlib.axes.Axes.fill_between", lambda self, x, lo, hi, **kw: drawn.append(len(x)))
+    track_plot.plot_track(res, tmp_path / "fig")
+    assert drawn == [2, 2, 2]  # λ_max, ε-sharpness, L(θ): one band each, over both steps
+    r = run("track", *args, "--repeats", "2", "--out", out)
+    assert r.exit_code == 0 and "reusing" in r.output
+    r = run("track", *args, "--repeats", "3", "--out", out)
+    assert r.exit_code == 2 and "other settings" in r.output
+
+
 def test_figures_of_a_track_folder_draw_the_trajectories(tracked, tmp_path):
     r = run("figures", tracked, "--out", tmp_path / "f")
     assert r.exit_code == 0, r.output
