@@ -358,7 +358,8 @@ def figures(run_dirs: list[str | Path] | list[RunDir], out: str | Path, labels: 
 
     traj = trajectory_series(runs)  # drawn only where it applies: no "skipped" entry for folders of one step
     draw("trajectory", plot_trajectory, traj,
-         {k: {lab: {"steps": xy[0], "values": xy[1]} for lab, xy in ser.items()} for k, _, _, ser in traj}, "")
+         {k: {lab: {"steps": xy[0], "values": xy[1], **({"lo": xy[2], "hi": xy[3]} if len(xy) == 4 else {})}
+              for lab, xy in ser.items()} for k, _, _, ser in traj}, "")
     # quantization
     qz = [(r.label, C.quantize_table(r)) for r in runs if r.has("quantize")]
     draw("quantize", P.plot_quantize_arms, qz, dict(qz), "no quantize.json in any folder")

@@ -40,6 +40,12 @@ def _iv(run: Any, name: str, scalar: str, *index: int) -> tuple | None:
                 "banks": [rec.get("bank_sha256") for rec in res.repeats or []]}
 
 
+def interval_of(run: Any, name: str, scalar: str, *index: int) -> Interval | None:
+    """The 95 % interval over the repeats of model ``run.model``'s scalar in result ``name`` (None without)."""
+    got = _iv(run, name, scalar, *index)
+    return got[0] if got is not None else None
+
+
 def _index(values: Any, target: Any) -> int | None:
     try:
         i = np.flatnonzero(np.isclose(np.asarray(values, dtype=float), float(target), rtol=1e-9, atol=0))

@@ -78,8 +78,28 @@ def label_steps(runs: list) -> None:
                                 "measure against the step")
 
 
+def _interval(r: Any, key: str) -> Any:
+    """The 95 % interval over ``--repeats`` of a trajectory scalar of model ``r`` (None without repeats)."""
+    from flatkit.report import collect as C
+    from flatkit.report.intervals import LOSS_SCALAR, interval_of
+
+    if key in ("lambda_max", "trace"):
+        return interval_of(r, "hessian", key)
+    if key == "sharpness":
+        return interval_of(r, "sharpness", "value")
+    if key == "loss":  # where flatness_numbers / bank_loss read L(θ) from
+        src = "hessian" if r.has("hessian") else C.bank_loss(r)[1]
+        return interval_of(r, src, LOSS_SCALAR[src]) if src in LOSS_SCALAR else None
+    if key.startswith("quantize_drift_") and r.has("quantize"):
+        bits = [int(b) for b in r.results["quantize"].bits]
+        b = int(key.split("_")[2][:-3])
+        return interval_of(r, "quantize", "drift_mse", bits.index(b)) if b in bits else None
+    return None
+
+
 def trajectory_series(runs: list) -> list[tuple[str, str, str, dict]]:
-    """(key, panel title, y label, {run label: (steps, values)}) of every scalar the runs at several steps hold."""
+    """(key, panel title, y label, {run label: (steps, values)}) of every scalar the runs at several steps hold;
+    with ``--repeats``, (steps, means, lo, hi) of the 95 % intervals instead (a band in the figure)."""
     from flatkit.plots.style import arm_sort_key
     from flatkit.plots.track import default_keys, scalar_label, short_label
     from flatkit.report import collect as C
@@ -101,11 +121,16 @@ def trajectory_series(runs: list) -> list[tuple[str, str, str, dict]]:
             settings["sharpness"] = {"kind": vals.get("sharpness_kind"), "eps": vals.get("sharpness_eps")}
         for k, v in vals.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None:
-                lines.setdefault(k, {}).setdefault(base, []).append((step_of(r), float(v)))
+                iv = _interval(r, k)
+                lo, hi = (iv.lo, iv.hi) if iv is not None else (np.nan, np.nan)
+                lines.setdefault(k, {}).setdefault(base, []).append(
+                    (step_of(r), iv.mean if iv is not None else float(v), lo, hi))
     out = []
     for k in default_keys(list(lines)):
-        series = {lab: (np.array([s for s, _ in sorted(pts)], dtype=float), np.array([v for _, v in sorted(pts)]))
-                  for lab, pts in sorted(lines[k].items(), key=lambda kv: arm_sort_key(kv[0]))}
+        series = {}
+        for lab, pts in sorted(lines[k].items(), key=lambda kv: arm_sort_key(kv[0])):
+            cols = [np.array(c, dtype=float) for c in zip(*sorted(pts), strict=True)]
+            series[lab] = tuple(cols) if np.isfinite(cols[2]).any() else tuple(cols[:2])
         out.append((k, scalar_label(k, settings), short_label(k, settings), series))
     return out
 
@@ -114,8 +139,10 @@ def plot_trajectory(items: list, stem: Path) -> list[Path]:
     """The trajectory figure of :func:`trajectory_series`' items."""
     from flatkit.plots.track import plot_series
 
+    banded = any(len(xy) == 4 for *_, series in items for xy in series.values())
     return plot_series([(title, ylabel, series) for _, title, ylabel, series in items], stem,
-                       "Measures against the training step")
+                       "Measures against the training step" + ("; lines: mean, bands: 95 % interval over the "
+                                                               "repeats" if banded else ""))
 
 
 def track_label(folder: Path) -> str | None:

@@ -136,8 +136,8 @@ def test_other_settings_in_the_same_folder_are_refused(tracked, runs, tmp_path):
 
 def test_repeats_give_every_point_its_interval_and_the_figure_its_bands(tracked, runs, tmp_path, monkeypatch):
     """--repeats 2: each measure at each checkpoint is repeated (not the whole track); a point's scalars stay repeat
-    0's, which is the run without --repeats bit for bit; its intervals are those of its result files; the figure
-    draws a band per line; a rerun resumes and another R is refused."""
+    0's, which is the run without --repeats bit for bit; its intervals are those of its result files; track.png
+    and flatkit figures' trajectory.png draw a band per line; a rerun resumes and another R is refused."""
     from flatkit.analyses.hessian import HessianResult
     from flatkit.analyses.track import TrackResult
     from flatkit.plots import track as track_plot
@@ -173,6 +173,15 @@ def test_repeats_give_every_point_its_interval_and_the_figure_its_bands(tracked,
     monkeypatch.setattr("matplotlib.axes.Axes.fill_between", lambda self, x, lo, hi, **kw: drawn.append(len(x)))
     track_plot.plot_track(res, tmp_path / "fig")
     assert drawn == [2, 2, 2]  # λ_max, ε-sharpness, L(θ): one band each, over both steps
+    # flatkit figures of the folder: trajectory.png draws the same means and bands
+    r = run("figures", out, "--out", tmp_path / "f")
+    assert r.exit_code == 0, r.output
+    traj = json.loads((tmp_path / "f" / "figures.json").read_text())["figures"]["trajectory"]["data"]
+    (line,) = traj["lambda_max"].values()
+    assert line["steps"] == list(STEPS)
+    for key in ("mean", "lo", "hi"):
+        got = line["values" if key == "mean" else key]
+        assert got == pytest.approx([p["intervals"]["lambda_max"][key] for p in points], rel=1e-12)
     r = run("track", *args, "--repeats", "2", "--out", out)
     assert r.exit_code == 0 and "reusing" in r.output
     r = run("track", *args, "--repeats", "3", "--out", out)
