@@ -198,7 +198,8 @@ def resolve_measure_settings(settings: TrackSettings, given: dict[str, Any] | No
             for k, v in bank.items():
                 mine = getattr(s, k)
                 if mine != getattr(defaults, k) and mine != v:
-                    raise UsageError(f"{k}: {name} gives {mine!r} but the track {v!r}: one bank for every measure")
+                    why = "one R for every measure" if k == "repeats" else "one bank for every measure"
+                    raise UsageError(f"{k}: {name} gives {mine!r} but the track {v!r}: {why}")
             s = dataclasses.replace(s, **bank)
         if name == "hessian" and (s.include or s.exclude or s.per_timestep):
             raise UsageError("per_timestep/include/exclude: not available in track (one bank and one parameter "
