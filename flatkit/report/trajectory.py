@@ -90,11 +90,38 @@ def _interval(r: Any, key: str) -> Any:
     if key == "loss":  # where flatness_numbers / bank_loss read L(θ) from
         src = "hessian" if r.has("hessian") else C.bank_loss(r)[1]
         return interval_of(r, src, LOSS_SCALAR[src]) if src in LOSS_SCALAR else None
+    if key in ("perturb_random", "perturb_worst"):  # at the largest radius, as flatkit track
+        return interval_of(r, "perturb", "mean" if key == "perturb_random" else "worst", -1)
+    if key == "landscape_mean_dl":
+        return interval_of(r, "landscape", "mean_dl")
     if key.startswith("quantize_drift_") and r.has("quantize"):
         bits = [int(b) for b in r.results["quantize"].bits]
         b = int(key.split("_")[2][:-3])
         return interval_of(r, "quantize", "drift_mse", bits.index(b)) if b in bits else None
     return None
+
+
+def _perturb_landscape(r: Any) -> dict[str, float]:
+    """The perturbation ΔL at the largest radius (random directions' mean, worst case) and the landscape's mean
+    ΔL over its grid of model ``r``: the numbers ``flatkit track`` draws (flatkit.analyses.track.point_scalars)."""
+    out: dict[str, float] = {}
+    if r.has("perturb"):
+        res = r.results["perturb"]
+        mean = np.asarray(res.mean, dtype=float)
+        worst = np.asarray(res.worst, dtype=float)
+        if mean.ndim == 2 and r.model < mean.shape[0] and mean.shape[1]:
+            out["perturb_random"] = float(mean[r.model, -1])
+        if worst.ndim == 2 and r.model < worst.shape[0] and worst.shape[1]:
+            out["perturb_worst"] = float(worst[r.model, -1])
+    if r.has("landscape"):
+        res = r.results["landscape"]
+        vals = np.asarray(res.values, dtype=float)
+        centre = np.asarray(res.loss_centre, dtype=float)
+        if vals.ndim == int(res.dims) + 1 and r.model < min(vals.shape[0], centre.size):
+            v = vals[r.model]
+            if np.isfinite(v).any() and np.isfinite(centre[r.model]):
+                out["landscape_mean_dl"] = float(np.nanmean(v)) - float(centre[r.model])
+    return {k: v for k, v in out.items() if np.isfinite(v)}
 
 
 def trajectory_series(runs: list) -> list[tuple[str, str, str, dict]]:
@@ -113,12 +140,15 @@ def trajectory_series(runs: list) -> list[tuple[str, str, str, dict]]:
         vals = dict(C.flatness_numbers(r))
         if vals.get("loss") is None:
             vals["loss"] = C.bank_loss(r)[0]
+        vals.update(_perturb_landscape(r))
         q = C.quantize_table(r)
         if q is not None:
             for b, d in zip(q["bits"], q["drift_mse"], strict=False):
                 vals[f"quantize_drift_{b}bit"] = d
         if r.has("sharpness"):
             settings["sharpness"] = {"kind": vals.get("sharpness_kind"), "eps": vals.get("sharpness_eps")}
+        if r.has("perturb"):  # the panel says the radius
+            settings["perturb"] = {"radii": [float(x) for x in np.asarray(r.results["perturb"].radii).ravel()]}
         for k, v in vals.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None:
                 iv = _interval(r, k)

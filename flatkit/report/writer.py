@@ -23,7 +23,7 @@ from flatkit.report.markdown import to_html
 FIGURE_CAPTIONS = {
     "flatness": "Top Hessian eigenvalue, Hessian trace and sharpness per arm.",
     "trajectory": "Each measure against the training step, one line per training run (checkpoints of one run at "
-                  "several steps, e.g. a flatkit track folder).",
+                  "several steps, e.g. a flatkit track folder); with --repeats, the mean and a 95 % band.",
     "landscape": "2-D loss slices per arm on one colour scale; the dotted circle is the disc of the landscape "
                  "flatness number.",
     "perturb": "Loss increase under random and worst-case weight perturbation against the radius.",

@@ -143,8 +143,9 @@ def test_repeats_give_every_point_its_interval_and_the_figure_its_bands(tracked,
     from flatkit.plots import track as track_plot
 
     out = tmp_path / "rep"
-    args = [runs[0], "--measures", "hessian,sharpness", "--weights", "raw", "--n-eval", "8", "--batch-size", "8",
-            "--top-k", "1", "--restarts", "1", "--ascent-steps", "1", "--device", "cpu", "--no-progress"]
+    args = [runs[0], "--measures", "hessian,sharpness,perturb,landscape", "--weights", "raw", "--n-eval", "8",
+            "--batch-size", "8", "--top-k", "1", "--restarts", "1", "--ascent-steps", "1", "--radii", "0,0.1",
+            "--n-directions", "2", "--worst-steps", "1", "--points", "3", "--device", "cpu", "--no-progress"]
     r = run("track", *args, "--repeats", "2", "--out", out)
     assert r.exit_code == 0, r.output
     assert r.output.count("mean ± se over 2 repeats") == 2 and "λ_max" in r.output
@@ -153,13 +154,16 @@ def test_repeats_give_every_point_its_interval_and_the_figure_its_bands(tracked,
     assert [p["step"] for p in points] == list(STEPS)
     for p in points:
         folder = out / p["folder"]
-        assert sorted(q.name for q in folder.iterdir()) == ["hessian.json", "hessian.npz", "sharpness.json"]
+        assert sorted(q.name for q in folder.iterdir()) == ["hessian.json", "hessian.npz", "landscape.json",
+                                                             "landscape.npz", "perturb.json", "perturb.npz",
+                                                             "sharpness.json"]
         h = HessianResult.load(folder)
         assert h.meta["repeats"]["R"] == 2 and [x["seed"] for x in h.repeats] == [0, 1000003]
         assert p["scalars"]["lambda_max"] == plain[p["step"]]["lambda_max"]  # repeat 0 = no --repeats
         assert p["scalars"]["sharpness"] == plain[p["step"]]["sharpness"]
         iv = p["intervals"]
-        assert set(iv) == {"lambda_max", "sharpness", "loss"} and all(v["n"] == 2 for v in iv.values())
+        assert set(iv) == {"lambda_max", "sharpness", "loss", "perturb_random", "perturb_worst", "landscape_mean_dl"}
+        assert all(v["n"] == 2 for v in iv.values())
         lam = [x["lambda_max"][0] for x in h.repeats]
         assert iv["lambda_max"]["mean"] == pytest.approx(np.mean(lam), rel=1e-12)
         assert iv["lambda_max"]["se"] == pytest.approx(np.std(lam, ddof=1) / np.sqrt(2), rel=1e-9)
@@ -172,16 +176,18 @@ def test_repeats_give_every_point_its_interval_and_the_figure_its_bands(tracked,
     drawn = []
     monkeypatch.setattr("matplotlib.axes.Axes.fill_between", lambda self, x, lo, hi, **kw: drawn.append(len(x)))
     track_plot.plot_track(res, tmp_path / "fig")
-    assert drawn == [2, 2, 2]  # λ_max, ε-sharpness, L(θ): one band each, over both steps
+    assert drawn == [2] * 6  # λ_max, ε-sharpness, ΔL random and worst, landscape ΔL, L(θ): a band each, both steps
     # flatkit figures of the folder: trajectory.png draws the same means and bands
     r = run("figures", out, "--out", tmp_path / "f")
     assert r.exit_code == 0, r.output
     traj = json.loads((tmp_path / "f" / "figures.json").read_text())["figures"]["trajectory"]["data"]
-    (line,) = traj["lambda_max"].values()
-    assert line["steps"] == list(STEPS)
-    for key in ("mean", "lo", "hi"):
-        got = line["values" if key == "mean" else key]
-        assert got == pytest.approx([p["intervals"]["lambda_max"][key] for p in points], rel=1e-12)
+    assert set(traj) == {"lambda_max", "sharpness", "perturb_random", "perturb_worst", "landscape_mean_dl", "loss"}
+    for scalar, data in traj.items():
+        (line,) = data.values()
+        assert line["steps"] == list(STEPS)
+        for key in ("mean", "lo", "hi"):
+            got = line["values" if key == "mean" else key]
+            assert got == pytest.approx([p["intervals"][scalar][key] for p in points], rel=1e-12), (scalar, key)
     r = run("track", *args, "--repeats", "2", "--out", out)
     assert r.exit_code == 0 and "reusing" in r.output
     r = run("track", *args, "--repeats", "3", "--out", out)
