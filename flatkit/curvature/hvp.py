@@ -314,6 +314,7 @@ class HVP:
         self.calibration["chosen"] = "loop"
         if W is not None:
             self.count -= 2  # the batched products are thrown away: computed again one at a time
+            _tick(-2)  # ... and the progress bar counts the products the result uses, as ``count``
         return [self(V[0]), self(V[1])]
 
     def _batched(self, chunk: Tensor, fallback: bool = True) -> Any:

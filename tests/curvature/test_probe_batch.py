@@ -64,8 +64,13 @@ def test_auto_keeping_the_loop_is_bit_identical(monkeypatch):
     ref = HVP(obj, batch="loop").many(V)
     _force(monkeypatch, "loop")
     op = HVP(obj, vectors_per_call=4, batch="auto")
-    out = op.many(V)
+    from flatkit.curvature.hvp import hvp_progress
+
+    with hvp_progress("test", total=7) as bar:
+        out = op.many(V)
+        shown = bar.n
     assert torch.equal(out, ref) and op.batch == "loop" and op.count == 7  # the trial products are not counted
+    assert shown == 7  # nor shown: the bar does not read 9/7
     assert op.calibration["chosen"] == "loop"
 
 
