@@ -418,7 +418,8 @@ def track(
     missing measures take their defaults; the bank fields (data, n_eval, seed, batch_size, loss) are the
     track's. ``labels``: one per run (default: the arm of its training configuration). A point whose result is
     in ``out`` with the same settings and checkpoint bytes is read back, not recomputed (``overwrite``:
-    recompute every point). ``echo``: called with one progress line per point.
+    recompute every point). ``echo``: called with one progress line per point. ``progress``: the measures'
+    progress bars (off by default in Python; the command turns them on unless ``--no-progress``).
     """
     from flatkit import outputs
     from flatkit.results import make_meta
@@ -442,10 +443,17 @@ def track(
                                 "weights": p.weights, "step": p.ckpt.step, "run_dir": p.run_dir} for p in points]
     res.save(out)  # the unfinished index: a rerun of the same settings resumes
     obj0 = None
+    from flatkit import progress as progress_state
+
+    was = progress_state.enabled()
     for i, p in enumerate(points):
         t1 = time.perf_counter()
-        entry, obj0, computed = _track_point(p, s, ms, obj0, dev, overwrite or state.state == "overwrite",
-                                             progress, out)
+        progress_state.configure(was and progress)  # progress=False: no measure draws a bar either
+        try:
+            entry, obj0, computed = _track_point(p, s, ms, obj0, dev, overwrite or state.state == "overwrite",
+                                                 progress, out)
+        finally:
+            progress_state.configure(was)
         res.points.append(entry)
         res.bank_sha256 = res.bank_sha256 or entry["bank_sha256"]
         if entry["bank_sha256"] not in (None, res.bank_sha256):

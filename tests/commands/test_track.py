@@ -140,8 +140,9 @@ def test_repeats_give_every_point_its_interval_and_the_figure_its_bands(tracked,
     and flatkit figures' trajectory.png draw a band per line; a rerun resumes and another R is refused."""
     from flatkit.analyses.hessian import HessianResult
     from flatkit.analyses.track import TrackResult
-    from flatkit.plots import track as track_plot
 
+    drawn = []
+    monkeypatch.setattr("matplotlib.axes.Axes.fill_between", lambda self, x, lo, hi, **kw: drawn.append(len(x)))
     out = tmp_path / "rep"
     args = [runs[0], "--measures", "hessian,sharpness,perturb,landscape", "--weights", "raw", "--n-eval", "8",
             "--batch-size", "8", "--top-k", "1", "--restarts", "1", "--ascent-steps", "1", "--radii", "0,0.1",
@@ -173,10 +174,8 @@ def test_repeats_give_every_point_its_interval_and_the_figure_its_bands(tracked,
     steps, mean, lo, hi = res.bands("lambda_max")[("a", "raw")]
     assert list(steps) == list(STEPS) and np.all(lo < mean) and np.all(mean < hi) and res.n_repeats == 2
     assert TrackResult.load(tracked).bands("lambda_max") == {}
-    drawn = []
-    monkeypatch.setattr("matplotlib.axes.Axes.fill_between", lambda self, x, lo, hi, **kw: drawn.append(len(x)))
-    track_plot.plot_track(res, tmp_path / "fig")
-    assert drawn == [2] * 6  # λ_max, ε-sharpness, ΔL random and worst, landscape ΔL, L(θ): a band each, both steps
+    # track.png: λ_max, ε-sharpness, ΔL random and worst, landscape ΔL, L(θ): a band each, over both steps
+    assert drawn == [2] * 6 and (out / "track.png").is_file()
     # flatkit figures of the folder: trajectory.png draws the same means and bands
     r = run("figures", out, "--out", tmp_path / "f")
     assert r.exit_code == 0, r.output
@@ -192,6 +191,18 @@ def test_repeats_give_every_point_its_interval_and_the_figure_its_bands(tracked,
     assert r.exit_code == 0 and "reusing" in r.output
     r = run("track", *args, "--repeats", "3", "--out", out)
     assert r.exit_code == 2 and "other settings" in r.output
+
+
+def test_api_progress_false_silences_the_measures_too(runs, tmp_path, capsys, monkeypatch):
+    from flatkit import progress
+    from flatkit.analyses.track import track
+
+    monkeypatch.setitem(progress._STATE, "enabled", True)  # as in a fresh Python session (CLI tests turn it off)
+    kw = dict(measures=("hessian",), n_eval=8, batch_size=8, device="cpu")
+    track([runs[0]], tmp_path / "quiet", **kw)
+    assert "HVP" not in capsys.readouterr().err and progress.enabled()  # restored afterwards
+    track([runs[0]], tmp_path / "loud", progress=True, **kw)
+    assert "top-1 eigenvalues (Lanczos)" in capsys.readouterr().err
 
 
 def test_figures_of_a_track_folder_draw_the_trajectories(tracked, tmp_path):
