@@ -268,6 +268,33 @@ SCALARS: dict[str, Callable[[Any], dict]] = {
 }
 
 
+#: where each loss-based result's L(θ) on its bank is among its scalars
+LOSS_SCALAR = {"hessian": "loss", "sharpness": "loss0", "perturb": "loss0", "landscape": "loss_centre",
+               "quantize": "loss_fp"}
+#: a scalar ``flatkit track`` draws -> (the result it is read from, that result's scalar, index after the model)
+TRACK_SCALARS: dict[str, tuple] = {
+    "lambda_max": ("hessian", "lambda_max"), "trace": ("hessian", "trace"), "sharpness": ("sharpness", "value"),
+    "perturb_random": ("perturb", "mean", -1), "perturb_worst": ("perturb", "worst", -1),  # the largest radius
+    "landscape_mean_dl": ("landscape", "mean_dl"),
+}
+
+
+def track_source(key: str, loss_from: str | None = None, bits: Sequence[int] = ()) -> tuple | None:
+    """(result name, scalar, index after the model) of a track scalar: :data:`TRACK_SCALARS`, ``loss`` from the
+    result ``loss_from``, ``quantize_drift_<b>bit`` / ``quantize_loss_change_<b>bit`` at bit width b of ``bits``;
+    None for any other key."""
+    if key == "loss":
+        return (loss_from, LOSS_SCALAR[loss_from]) if loss_from in LOSS_SCALAR else None
+    if key in TRACK_SCALARS:
+        return TRACK_SCALARS[key]
+    bits = [int(b) for b in bits]
+    for prefix, scalar in (("quantize_drift_", "drift_mse"), ("quantize_loss_change_", "loss_change")):
+        if key.startswith(prefix) and key.endswith("bit") and key[len(prefix):-3].isdigit():
+            b = int(key[len(prefix):-3])
+            return ("quantize", scalar, bits.index(b)) if b in bits else None
+    return None
+
+
 def scalars(res: Any) -> dict[str, np.ndarray]:
     get = SCALARS.get(getattr(res, "name", ""))
     return {} if get is None else get(res)

@@ -253,34 +253,18 @@ def point_scalars(name: str, res: Any) -> dict[str, float | None]:
     raise UsageError(f"measures {name!r}: unknown measure")
 
 
-def _interval_sources(name: str, res: Any) -> dict[str, tuple]:
-    """Track scalar -> (the result's ``intervals`` name, index after the model) of the same number."""
-    if name == "hessian":
-        return {"loss": ("loss",), "lambda_max": ("lambda_max",), "trace": ("trace",)}
-    if name == "sharpness":
-        return {"sharpness": ("value",), "loss": ("loss0",)}
-    if name == "perturb":
-        return {"perturb_random": ("mean", -1), "perturb_worst": ("worst", -1), "loss": ("loss0",)}
-    if name == "landscape":
-        return {"landscape_mean_dl": ("mean_dl",), "loss": ("loss_centre",)}
-    out: dict[str, tuple] = {"loss": ("loss_fp",)}
-    for i, b in enumerate(getattr(res, "bits", []) or []):
-        out[f"quantize_drift_{b}bit"] = ("drift_mse", i)
-        out[f"quantize_loss_change_{b}bit"] = ("loss_change", i)
-    return out
-
-
 def point_intervals(name: str, res: Any) -> dict[str, dict]:
     """With ``--repeats R``: per scalar of :func:`point_scalars`, the mean, standard error and 95 % interval over
     the R repeats (from the result's ``intervals``); empty without repeats."""
-    from flatkit.repeats import interval_at
+    from flatkit.repeats import interval_at, track_source
 
     ivs = getattr(res, "intervals", None) or {}
     if not ivs:
         return {}
     out = {}
-    for key, (src, *index) in _interval_sources(name, res).items():
-        iv = interval_at(ivs, src, 0, *index)
+    for key in point_scalars(name, res):
+        src = track_source(key, name, getattr(res, "bits", None) or ())
+        iv = interval_at(ivs, src[1], 0, *src[2:]) if src is not None and src[0] == name else None
         if iv is not None:
             out[key] = {"mean": iv.mean, "se": _f(iv.se), "lo": _f(iv.lo), "hi": _f(iv.hi), "n": iv.n}
     return out
@@ -446,23 +430,23 @@ def track(
     from flatkit import progress as progress_state
 
     was = progress_state.enabled()
-    for i, p in enumerate(points):
-        t1 = time.perf_counter()
-        progress_state.configure(was and progress)  # progress=False: no measure draws a bar either
-        try:
+    progress_state.configure(was and progress)  # progress=False: no measure draws a bar either
+    try:
+        for i, p in enumerate(points):
+            t1 = time.perf_counter()
             entry, obj0, computed = _track_point(p, s, ms, obj0, dev, overwrite or state.state == "overwrite",
                                                  progress, out)
-        finally:
-            progress_state.configure(was)
-        res.points.append(entry)
-        res.bank_sha256 = res.bank_sha256 or entry["bank_sha256"]
-        if entry["bank_sha256"] not in (None, res.bank_sha256):
-            raise UsageError(f"out {p.folder}: measured on another bank ({entry['bank_sha256']} vs "
-                             f"{res.bank_sha256}): one bank for every point")
-        res.wall_time_s = time.perf_counter() - t0
-        res.save(out)
-        if echo is not None:
-            echo(_line(i, len(points), entry, computed, time.perf_counter() - t1))
+            res.points.append(entry)
+            res.bank_sha256 = res.bank_sha256 or entry["bank_sha256"]
+            if entry["bank_sha256"] not in (None, res.bank_sha256):
+                raise UsageError(f"out {p.folder}: measured on another bank ({entry['bank_sha256']} vs "
+                                 f"{res.bank_sha256}): one bank for every point")
+            res.wall_time_s = time.perf_counter() - t0
+            res.save(out)
+            if echo is not None:
+                echo(_line(i, len(points), entry, computed, time.perf_counter() - t1))
+    finally:
+        progress_state.configure(was)
     res.complete = True
     res.wall_time_s = time.perf_counter() - t0
     res.save(out)

@@ -11,12 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from flatkit.repeats import Interval, fmt_interval, interval_at, separate, summarise
+from flatkit.repeats import LOSS_SCALAR, Interval, fmt_interval, interval_at, separate, summarise
 from flatkit.report import collect as C
-
-#: where L(θ) came from (collect.bank_loss) -> the scalar of that result's intervals
-LOSS_SCALAR = {"hessian": "loss", "sharpness": "loss0", "perturb": "loss0", "landscape": "loss_centre",
-               "quantize": "loss_fp"}
 
 
 def _iv(run: Any, name: str, scalar: str, *index: int) -> tuple | None:

@@ -78,50 +78,44 @@ def label_steps(runs: list) -> None:
                                 "measure against the step")
 
 
+def _source(r: Any, key: str) -> tuple | None:
+    """(result name, scalar, index after the model) of a trajectory scalar of model ``r`` (flatkit.repeats'
+    table, shared with ``flatkit track``): L(θ) is read where flatness_numbers / bank_loss read it."""
+    from flatkit.repeats import track_source
+    from flatkit.report import collect as C
+
+    loss_from = ("hessian" if r.has("hessian") else C.bank_loss(r)[1]) if key == "loss" else None
+    bits = r.results["quantize"].bits if r.has("quantize") else ()
+    src = track_source(key, loss_from, bits)
+    return src if src is not None and r.has(src[0]) else None
+
+
 def _interval(r: Any, key: str) -> Any:
     """The 95 % interval over ``--repeats`` of a trajectory scalar of model ``r`` (None without repeats)."""
-    from flatkit.report import collect as C
-    from flatkit.report.intervals import LOSS_SCALAR, interval_of
+    from flatkit.report.intervals import interval_of
 
-    if key in ("lambda_max", "trace"):
-        return interval_of(r, "hessian", key)
-    if key == "sharpness":
-        return interval_of(r, "sharpness", "value")
-    if key == "loss":  # where flatness_numbers / bank_loss read L(θ) from
-        src = "hessian" if r.has("hessian") else C.bank_loss(r)[1]
-        return interval_of(r, src, LOSS_SCALAR[src]) if src in LOSS_SCALAR else None
-    if key in ("perturb_random", "perturb_worst"):  # at the largest radius, as flatkit track
-        return interval_of(r, "perturb", "mean" if key == "perturb_random" else "worst", -1)
-    if key == "landscape_mean_dl":
-        return interval_of(r, "landscape", "mean_dl")
-    if key.startswith("quantize_drift_") and r.has("quantize"):
-        bits = [int(b) for b in r.results["quantize"].bits]
-        b = int(key.split("_")[2][:-3])
-        return interval_of(r, "quantize", "drift_mse", bits.index(b)) if b in bits else None
-    return None
+    src = _source(r, key)
+    return interval_of(r, src[0], src[1], *src[2:]) if src is not None else None
 
 
 def _perturb_landscape(r: Any) -> dict[str, float]:
     """The perturbation ΔL at the largest radius (random directions' mean, worst case) and the landscape's mean
-    ΔL over its grid of model ``r``: the numbers ``flatkit track`` draws (flatkit.analyses.track.point_scalars)."""
+    ΔL over its grid of model ``r``: the numbers ``flatkit track`` draws, as flatkit.repeats computes them."""
+    from flatkit.repeats import scalars
+
     out: dict[str, float] = {}
-    if r.has("perturb"):
-        res = r.results["perturb"]
-        mean = np.asarray(res.mean, dtype=float)
-        worst = np.asarray(res.worst, dtype=float)
-        if mean.ndim == 2 and r.model < mean.shape[0] and mean.shape[1]:
-            out["perturb_random"] = float(mean[r.model, -1])
-        if worst.ndim == 2 and r.model < worst.shape[0] and worst.shape[1]:
-            out["perturb_worst"] = float(worst[r.model, -1])
-    if r.has("landscape"):
-        res = r.results["landscape"]
-        vals = np.asarray(res.values, dtype=float)
-        centre = np.asarray(res.loss_centre, dtype=float)
-        if vals.ndim == int(res.dims) + 1 and r.model < min(vals.shape[0], centre.size):
-            v = vals[r.model]
-            if np.isfinite(v).any() and np.isfinite(centre[r.model]):
-                out["landscape_mean_dl"] = float(np.nanmean(v)) - float(centre[r.model])
-    return {k: v for k, v in out.items() if np.isfinite(v)}
+    for key in ("perturb_random", "perturb_worst", "landscape_mean_dl"):
+        src = _source(r, key)
+        if src is None:
+            continue
+        a = scalars(r.results[src[0]]).get(src[1])
+        try:
+            v = float(a[(r.model, *src[2:])])
+        except (IndexError, TypeError):
+            continue
+        if np.isfinite(v):
+            out[key] = v
+    return out
 
 
 def trajectory_series(runs: list) -> list[tuple[str, str, str, dict]]:
