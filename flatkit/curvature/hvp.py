@@ -128,6 +128,35 @@ def _backward_many(leaves: list[Tensor], g: list[Tensor | None], V: ParamDict, p
                       .reshape(r, -1).to(torch.float64) for h, t in zip(hv, params.values(), strict=True)], dim=1)
 
 
+def _engine() -> Any:
+    """torch's autograd engine (``torch.autograd.Variable._execution_engine``), or None where a torch lacks it."""
+    return getattr(getattr(torch.autograd, "Variable", None), "_execution_engine", None)
+
+
+_ENGINE_OK = True  # False once the engine's call failed with a TypeError (another signature): the public API then
+
+
+def _backward_through(outputs: list[Tensor], grad_outputs: list[Tensor], inputs: list[Tensor]) -> tuple:
+    """The gradient of ``Σ_j outputs_j · grad_outputs_j`` with respect to ``inputs`` (None where unused), the
+    graph kept: ``torch.autograd.grad(outputs, inputs, grad_outputs, retain_graph=True, allow_unused=True)``.
+
+    It calls the autograd engine directly, as ``torch.autograd.grad`` does after its Python-side checks of
+    ``grad_outputs``; those checks import torch.fx's symbolic shapes (0.8 s, once per process) and cost about
+    0.5 ms per call, 3-8 % of a product on a 5.6k-parameter model (docs/benchmarks.md). The caller passes
+    tensors whose shapes and dtypes match. Where a torch has no such engine call, the same pass differentiates
+    the scalar Σ_j outputs_j · grad_outputs_j (whose backward hands each output exactly its grad_output)."""
+    global _ENGINE_OK
+    engine = _engine() if _ENGINE_OK else None
+    if engine is not None:
+        try:
+            return tuple(engine.run_backward(tuple(outputs), tuple(grad_outputs), True, False, tuple(inputs),
+                                             True, False))
+        except TypeError:
+            _ENGINE_OK = False
+    gv = sum((o * w).sum() for o, w in zip(outputs, grad_outputs, strict=True))
+    return torch.autograd.grad(gv, inputs, retain_graph=True, allow_unused=True)
+
+
 def _gradient_graph(obj: Any, params: ParamDict, i: int) -> tuple[list[Tensor], list[Tensor | None]]:
     """Leaves and ∇L_i built with ``create_graph=True``, kept so that every later product is one backward."""
     leaves = [t.detach().requires_grad_(True) for t in params.values()]
@@ -190,25 +219,21 @@ class HVP:
             warnings.warn(f"{dist.world()} ranks share {obj.n_batches} micro-batch(es) of the bank: some ranks "
                           "idle (lower --batch-size for more micro-batches)", stacklevel=2)
 
-    def _one_batch_cached(self, v: ParamDict, i: int) -> ParamDict:
-        """H_i v = ∂(∇L_i · v)/∂θ through the kept graph of ∇L_i (one backward pass per product)."""
+    def _one_batch_cached(self, v: Tensor, i: int) -> Tensor:
+        """H_i v = ∂(∇L_i · v)/∂θ through the kept graph of ∇L_i (one backward pass per product), for a flat v
+        in the parameters' dtype; a flat vector in that dtype."""
         if i not in self._graphs:
             self._graphs[i] = _gradient_graph(self.obj, self.params, i)
         leaves, g = self._graphs[i]
-        vs = list(v.values())
         used = [j for j, gj in enumerate(g) if gj is not None and gj.requires_grad]
         if not used:  # the loss is linear in θ
-            return {k: torch.zeros_like(t) for k, t in self.params.items()}
-        # ∂(Σ_j g_j · v_j)/∂θ: the same backward pass as grad_outputs=v (the dot's backward hands each g_j exactly
-        # v_j), without torch's grad_outputs shape check, which imports torch.fx's symbolic shapes (0.8 s, once)
-        gv = sum((g[j] * vs[j]).sum() for j in used)
-        hv = torch.autograd.grad(gv, leaves, retain_graph=True, allow_unused=True)
-        return {k: (h if h is not None else torch.zeros_like(t))
-                for (k, t), h in zip(self.params.items(), hv, strict=True)}
+            return torch.zeros(self.n, dtype=self.dtype, device=self.device)
+        vs = list(unflatten(v, self.params).values())
+        hv = _backward_through([g[j] for j in used], [vs[j] for j in used], leaves)
+        return torch.cat([(h if h is not None else torch.zeros_like(t)).reshape(-1)
+                          for t, h in zip(leaves, hv, strict=True)])
 
     def _one_batch(self, v: ParamDict, i: int) -> ParamDict:
-        if self.mode == "double_backward_cached":
-            return self._one_batch_cached(v, i)
         if self.mode == "double_backward":
             return _hvp_double_backward(self.obj, self.params, v, i)
         try:
@@ -231,15 +256,21 @@ class HVP:
         """H v for one flat vector v (shape (N,)); returned in the parameters' dtype."""
         from flatkit.memory import retry_micro_batches
 
-        vd = unflatten(v.to(dtype=self.dtype, device=self.device), self.params)
+        v = v.to(dtype=self.dtype, device=self.device)
+        cached = self.mode == "double_backward_cached"
+        vd = None if cached else unflatten(v, self.params)
 
         def run() -> Tensor:
             if self._graphs_batch_size != getattr(self.obj, "batch_size", None):  # halved after out of memory
                 self._graphs.clear()
                 self._graphs_batch_size = getattr(self.obj, "batch_size", None)
+            mine = dist.shard(range(self.obj.n_batches))  # several ranks: each its micro-batches, then Σ
+            if cached and len(mine) == 1 and not dist.active():
+                # one term: the float64 sum below would give the same bits (x → float64 → x is exact)
+                return self._one_batch_cached(v, mine[0])
             acc = torch.zeros(self.n, dtype=torch.float64, device=self.device)
-            for i in dist.shard(range(self.obj.n_batches)):  # several ranks: each its micro-batches, then Σ
-                acc += flatten(self._one_batch(vd, i)).to(torch.float64)
+            for i in mine:
+                acc += (self._one_batch_cached(v, i) if cached else flatten(self._one_batch(vd, i))).to(torch.float64)
             return acc
 
         acc = retry_micro_batches(self.obj, run, what="Hessian-vector product")

@@ -77,6 +77,68 @@ def test_cached_graph_hvp_equals_fresh_double_backward_over_micro_batches():
 
 
 
+def _conv_bank_objective(batch_size: int):
+    """A float32 conv denoiser-like objective with one parameter the loss does not use (its product is 0)."""
+    from flatkit.objective import Objective
+
+    g = torch.Generator().manual_seed(2)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(6, 3, 3, padding=1))
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    params["unused"] = torch.randn(4, generator=g)
+    x = torch.randn(8, 3, 6, 6, generator=g)
+
+    def f(p, batch):
+        q = {k: v for k, v in p.items() if k != "unused"}
+        return ((torch.func.functional_call(net, q, (x[batch],)) - x[batch]) ** 2).mean()
+
+    return Objective.from_function(f, params, batches=[list(range(i, min(i + batch_size, 8)))
+                                                      for i in range(0, 8, batch_size)])
+
+
+@pytest.mark.parametrize("engine", ["direct", "no-engine", "engine-signature-changed"])
+@pytest.mark.parametrize("batch_size", [8, 3])
+def test_cached_product_is_torch_autograd_grad_bit_for_bit(monkeypatch, engine, batch_size):
+    """The kept-graph product calls the autograd engine directly (no grad_outputs checks, no float64 round trip
+    for one micro-batch); it equals torch.autograd.grad with grad_outputs=v summed in float64 bit for bit, and so
+    does its fallback (a torch without that engine call, or with another signature)."""
+    import importlib
+
+    from flatkit.curvature.hvp import _gradient_graph
+
+    hvp_mod = importlib.import_module("flatkit.curvature.hvp")  # the package exports the function hvp too
+
+    if engine == "no-engine":
+        monkeypatch.setattr(hvp_mod, "_engine", lambda: None)
+    elif engine == "engine-signature-changed":
+        class _Other:
+            def run_backward(self, *a):
+                raise TypeError("run_backward(): incompatible function arguments")
+
+        monkeypatch.setattr(hvp_mod, "_engine", lambda: _Other())
+        monkeypatch.setattr(hvp_mod, "_ENGINE_OK", True)
+    obj = _conv_bank_objective(batch_size)
+    op = HVP(obj)
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(3):
+        v = torch.randn(obj.num_params, generator=gen)
+        want = torch.zeros(obj.num_params, dtype=torch.float64)
+        for i in range(obj.n_batches):
+            leaves, grads = _gradient_graph(obj, obj.params, i)
+            used = [j for j, t in enumerate(grads) if t is not None]
+            vs = list(unflatten(v, obj.params).values())
+            hv = torch.autograd.grad([grads[j] for j in used], leaves, grad_outputs=[vs[j] for j in used],
+                                     allow_unused=True)
+            want += torch.cat([(h if h is not None else torch.zeros_like(t)).reshape(-1)
+                               for h, t in zip(hv, leaves, strict=True)]).double()
+        got = op(v)
+        assert got.dtype == torch.float32 and torch.equal(got, want.float())
+        assert torch.equal(got[-4:], torch.zeros(4))  # the unused parameter
+    assert op.count == 3
+    if engine == "engine-signature-changed":
+        assert hvp_mod._ENGINE_OK is False  # tried once, then the public API for every later product
+
+
+
 class _FusedSiLU(torch.autograd.Function):
     """SiLU with a hand-written backward and no forward-mode derivative, like a fused kernel (on some torch
     builds the fused GroupNorm / SiLU backward raises "ZeroTensors are immutable" under forward mode)."""
