@@ -213,22 +213,31 @@ class HVP:
             # gradient's graph makes each further product a single backward pass (PyHessian does the same).
             self.mode = "double_backward_cached"
         self._graphs: dict[int, tuple[list[Tensor], list[Tensor | None]]] = {}
+        self._v_views: list[Tensor] | None = None  # views shaped like the parameters into a buffer for v
         self._graphs_batch_size = getattr(obj, "batch_size", None)
         self.n = num_entries(self.params)
         if dist.world() > obj.n_batches and dist.is_main():
             warnings.warn(f"{dist.world()} ranks share {obj.n_batches} micro-batch(es) of the bank: some ranks "
                           "idle (lower --batch-size for more micro-batches)", stacklevel=2)
 
-    def _one_batch_cached(self, v: Tensor, i: int) -> Tensor:
-        """H_i v = ∂(∇L_i · v)/∂θ through the kept graph of ∇L_i (one backward pass per product), for a flat v
-        in the parameters' dtype; a flat vector in that dtype."""
+    def _put_v(self, v: Tensor) -> list[Tensor]:
+        """v (flat, the parameters' dtype) copied into one buffer whose parameter-shaped views are made once: the
+        products' ``grad_outputs`` without 2×(number of tensors) slicing and reshaping calls per product."""
+        if self._v_views is None:
+            self._v_buf = torch.empty(self.n, dtype=self.dtype, device=self.device)
+            self._v_views = list(unflatten(self._v_buf, self.params).values())  # views: slices of a flat buffer
+        self._v_buf.copy_(v)
+        return self._v_views
+
+    def _one_batch_cached(self, vs: list[Tensor], i: int) -> Tensor:
+        """H_i v = ∂(∇L_i · v)/∂θ through the kept graph of ∇L_i (one backward pass per product), for v as
+        parameter-shaped pieces (:meth:`_put_v`); a flat vector in the parameters' dtype."""
         if i not in self._graphs:
             self._graphs[i] = _gradient_graph(self.obj, self.params, i)
         leaves, g = self._graphs[i]
         used = [j for j, gj in enumerate(g) if gj is not None and gj.requires_grad]
         if not used:  # the loss is linear in θ
             return torch.zeros(self.n, dtype=self.dtype, device=self.device)
-        vs = list(unflatten(v, self.params).values())
         hv = _backward_through([g[j] for j in used], [vs[j] for j in used], leaves)
         return torch.cat([(h if h is not None else torch.zeros_like(t)).reshape(-1)
                           for t, h in zip(leaves, hv, strict=True)])
@@ -258,7 +267,7 @@ class HVP:
 
         v = v.to(dtype=self.dtype, device=self.device)
         cached = self.mode == "double_backward_cached"
-        vd = None if cached else unflatten(v, self.params)
+        vd: Any = self._put_v(v.reshape(-1)) if cached else unflatten(v, self.params)
 
         def run() -> Tensor:
             if self._graphs_batch_size != getattr(self.obj, "batch_size", None):  # halved after out of memory
@@ -267,10 +276,10 @@ class HVP:
             mine = dist.shard(range(self.obj.n_batches))  # several ranks: each its micro-batches, then Σ
             if cached and len(mine) == 1 and not dist.active():
                 # one term: the float64 sum below would give the same bits (x → float64 → x is exact)
-                return self._one_batch_cached(v, mine[0])
+                return self._one_batch_cached(vd, mine[0])
             acc = torch.zeros(self.n, dtype=torch.float64, device=self.device)
             for i in mine:
-                acc += (self._one_batch_cached(v, i) if cached else flatten(self._one_batch(vd, i))).to(torch.float64)
+                acc += (self._one_batch_cached(vd, i) if cached else flatten(self._one_batch(vd, i))).to(torch.float64)
             return acc
 
         acc = retry_micro_batches(self.obj, run, what="Hessian-vector product")

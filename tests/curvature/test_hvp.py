@@ -99,8 +99,9 @@ def _conv_bank_objective(batch_size: int):
 @pytest.mark.parametrize("batch_size", [8, 3])
 def test_cached_product_is_torch_autograd_grad_bit_for_bit(monkeypatch, engine, batch_size):
     """The kept-graph product calls the autograd engine directly (no grad_outputs checks, no float64 round trip
-    for one micro-batch); it equals torch.autograd.grad with grad_outputs=v summed in float64 bit for bit, and so
-    does its fallback (a torch without that engine call, or with another signature)."""
+    for one micro-batch, v in a reused buffer); every product, not only the first, equals torch.autograd.grad
+    with grad_outputs=v summed in float64 bit for bit, and so does its fallback (a torch without that engine
+    call, or with another signature)."""
     import importlib
 
     from flatkit.curvature.hvp import _gradient_graph
@@ -130,8 +131,10 @@ def test_cached_product_is_torch_autograd_grad_bit_for_bit(monkeypatch, engine, 
                                      allow_unused=True)
             want += torch.cat([(h if h is not None else torch.zeros_like(t)).reshape(-1)
                                for h, t in zip(hv, leaves, strict=True)]).double()
+        before = v.clone()
         got = op(v)
         assert got.dtype == torch.float32 and torch.equal(got, want.float())
+        assert torch.equal(v, before)  # v is copied into the operator's buffer, not written
         assert torch.equal(got[-4:], torch.zeros(4))  # the unused parameter
     assert op.count == 3
     if engine == "engine-signature-changed":
