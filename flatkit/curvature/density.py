@@ -135,6 +135,7 @@ def spectral_density(
     t0 = time.perf_counter()
     vpc = min(runs, DEFAULT_VECTORS_PER_CALL if vectors_per_call is None else int(vectors_per_call))
     op = HVP(obj, mode=mode, vectors_per_call=vpc, batch=probe_batch)
+    op.expect(runs * steps)
     gen = cpu_generator(seed)
     nodes = np.zeros((runs, steps))
     weights = np.zeros((runs, steps))

@@ -46,6 +46,11 @@ BATCH_MODES = ("auto", "loop", "vmap")
 #: cost more than it can win (measured on the 2-core CPU: tiny UNet vmap/loop 1.01x, a trial 1.45x over a 24-HVP
 #: Hutch++; a 5.6k-parameter model vmap/loop 0.6-0.8x; docs/benchmarks.md)
 CPU_TRIAL_MAX_S = 0.5
+#: batch="auto" runs its vmapped trial only while at least this many products are still to come (:meth:`HVP.expect`):
+#: when the loop wins, the trial's two products are computed again one at a time (2 products lost); when the
+#: vmapped pass wins it saves a third (2-core CPU, 5.6k-parameter model) to a half (H200) of each later product.
+#: With fewer than 6 to come the trial cannot win back what it may lose (a 4-HVP Hutch++ took 6 products).
+MIN_TRIAL_PRODUCTS = 6
 
 # The progress bar that HVPs report to while an analysis runs (see :func:`hvp_progress`); None: silent.
 _progress_bar: Any = None
@@ -228,6 +233,15 @@ class HVP:
             self._v_views = list(unflatten(self._v_buf, self.params).values())  # views: slices of a flat buffer
         self._v_buf.copy_(v)
         return self._v_views
+
+    def expect(self, products: int) -> None:
+        """The caller will ask for at most ``products`` more products. With ``batch="auto"`` and fewer than
+        :data:`MIN_TRIAL_PRODUCTS` of them, keep the loop without the vmapped trial (its products would be
+        computed twice when the loop wins); the loop's numbers either way."""
+        if self.batch == "auto" and products < MIN_TRIAL_PRODUCTS:
+            self.batch = "loop"
+            self.calibration.update(chosen="loop", reason=f"{products} product(s) to go: fewer than the "
+                                    f"{MIN_TRIAL_PRODUCTS} a vmapped trial needs to pay for itself")
 
     def _one_batch_cached(self, vs: list[Tensor], i: int) -> Tensor:
         """H_i v = ∂(∇L_i · v)/∂θ through the kept graph of ∇L_i (one backward pass per product), for v as

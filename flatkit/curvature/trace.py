@@ -72,6 +72,7 @@ def _hutchinson_probes(
     """
     samples: list[float] = []
     offset = 0.0 if project is None else project.offset
+    op.expect(budget)
     while len(samples) < budget:
         # one probe per pass one at a time; a chunk of vectors_per_call when the products are batched (and while
         # "auto" measures: it needs a few rows). Probes are drawn one row at a time and the stopping rule is
@@ -141,6 +142,7 @@ def hessian_trace(
         raise UsageError(f"--probe-batch: {probe_batch!r} is not one of {', '.join(BATCH_MODES)}")
     vpc = DEFAULT_VECTORS_PER_CALL if vectors_per_call is None else int(vectors_per_call)
     op = HVP(obj, mode=mode, vectors_per_call=vpc, batch=probe_batch)
+    op.expect(max_hvps)
     gen = cpu_generator(seed)
     min_probes = max(2, int(min_probes))
     if method == "hutchinson":

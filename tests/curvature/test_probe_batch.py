@@ -192,3 +192,38 @@ def test_auto_on_cpu_keeps_a_slow_loop_without_a_trial(monkeypatch):
     op = HVP(obj, vectors_per_call=4, batch="auto")
     assert torch.equal(op.many(V), HVP(obj).many(V)) and op.count == 6
     assert op.batch == "loop" and "cpu" in op.calibration["reason"] and calls["batched"] == 0
+
+
+@pytest.mark.parametrize("method", ["hutchinson", "hutch++"])
+def test_auto_runs_no_trial_that_too_few_products_could_repay(method, monkeypatch):
+    """A budget under MIN_TRIAL_PRODUCTS keeps the loop without the vmapped trial: a 4-HVP Hutch++ computes 4
+    products, not 6 (the trial's two thrown away when the loop wins); a larger budget still measures."""
+    from flatkit.curvature.hvp import MIN_TRIAL_PRODUCTS
+
+    calls = {"batched": 0, "products": 0}
+    orig_batched, orig_call = HVP._batched, HVP.__call__
+
+    def batched(self, chunk, *a, **k):
+        calls["batched"] += 1
+        calls["products"] += chunk.shape[0]
+        return orig_batched(self, chunk, *a, **k)
+
+    def one(self, v):
+        calls["products"] += 1
+        return orig_call(self, v)
+
+    _force(monkeypatch, "loop")
+    monkeypatch.setattr(HVP, "_batched", batched)
+    monkeypatch.setattr(HVP, "__call__", one)
+    _, _, _, obj = tiny_mlp_problem()
+    kw = dict(method=method, rtol=1e-12, seed=4, check=False)
+    small = hessian_trace(obj, max_hvps=MIN_TRIAL_PRODUCTS - 2, **kw)
+    assert calls == {"batched": 0, "products": MIN_TRIAL_PRODUCTS - 2}
+    assert small.meta["probe_batch"]["chosen"] == "loop" and "to go" in small.meta["probe_batch"]["reason"]
+    loop = hessian_trace(obj, max_hvps=MIN_TRIAL_PRODUCTS - 2, probe_batch="loop", **kw)
+    assert np.array_equal(small.samples, loop.samples) and small.estimate == loop.estimate
+    calls.update(batched=0, products=0)
+    big = hessian_trace(obj, max_hvps=12, **kw)
+    assert calls["batched"] == 1 and calls["products"] == 12 + 2  # measured: the trial's two computed again
+    assert big.meta["probe_batch"]["chosen"] == "loop" and "vmap2_s" in big.meta["probe_batch"]
+    assert big.hvp_count == 12
