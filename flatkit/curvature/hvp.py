@@ -124,13 +124,13 @@ def _backward_many(leaves: list[Tensor], g: list[Tensor | None], V: ParamDict, p
     if not used:  # the loss is linear in θ
         return torch.zeros((r, num_entries(params)), dtype=torch.float64, device=vs[0].device)
 
-    def one(*v: Tensor) -> tuple[Tensor | None, ...]:
-        return torch.autograd.grad([g[j] for j in used], leaves, grad_outputs=list(v), retain_graph=True,
-                                   allow_unused=True)
+    def one(*v: Tensor) -> tuple[Tensor, ...]:
+        hv = _backward_through([g[j] for j in used], list(v), leaves)  # vmapped: v_r are batched tensors
+        # a parameter the gradient does not reach: zeros (vmap returns tensors only; it expands them to (r, ...))
+        return tuple(h if h is not None else torch.zeros_like(t) for h, t in zip(hv, leaves, strict=True))
 
     hv = torch.func.vmap(one)(*[vs[j] for j in used])
-    return torch.cat([(h if h is not None else torch.zeros((r, *t.shape), dtype=t.dtype, device=t.device))
-                      .reshape(r, -1).to(torch.float64) for h, t in zip(hv, params.values(), strict=True)], dim=1)
+    return torch.cat([h.reshape(r, -1).to(torch.float64) for h in hv], dim=1)
 
 
 def _engine() -> Any:
@@ -148,8 +148,8 @@ def _backward_through(outputs: list[Tensor], grad_outputs: list[Tensor], inputs:
     It calls the autograd engine directly, as ``torch.autograd.grad`` does after its Python-side checks of
     ``grad_outputs``; those checks import torch.fx's symbolic shapes (0.8 s, once per process) and cost about
     0.5 ms per call, 3-8 % of a product on a 5.6k-parameter model (docs/benchmarks.md). The caller passes
-    tensors whose shapes and dtypes match. Where a torch has no such engine call, the same pass differentiates
-    the scalar Σ_j outputs_j · grad_outputs_j (whose backward hands each output exactly its grad_output)."""
+    tensors whose shapes and dtypes match (under ``torch.func.vmap`` too: batched grad_outputs). Where a torch
+    has no such engine call (or another signature), it is ``torch.autograd.grad`` itself, the same pass."""
     global _ENGINE_OK
     engine = _engine() if _ENGINE_OK else None
     if engine is not None:
@@ -158,8 +158,7 @@ def _backward_through(outputs: list[Tensor], grad_outputs: list[Tensor], inputs:
                                              True, False))
         except TypeError:
             _ENGINE_OK = False
-    gv = sum((o * w).sum() for o, w in zip(outputs, grad_outputs, strict=True))
-    return torch.autograd.grad(gv, inputs, retain_graph=True, allow_unused=True)
+    return torch.autograd.grad(outputs, inputs, grad_outputs=grad_outputs, retain_graph=True, allow_unused=True)
 
 
 def _gradient_graph(obj: Any, params: ParamDict, i: int) -> tuple[list[Tensor], list[Tensor | None]]:

@@ -101,7 +101,7 @@ def test_cached_product_is_torch_autograd_grad_bit_for_bit(monkeypatch, engine, 
     """The kept-graph product calls the autograd engine directly (no grad_outputs checks, no float64 round trip
     for one micro-batch, v in a reused buffer); every product, not only the first, equals torch.autograd.grad
     with grad_outputs=v summed in float64 bit for bit, and so does its fallback (a torch without that engine
-    call, or with another signature)."""
+    call, or with another signature); the vmapped pass works through both."""
     import importlib
 
     from flatkit.curvature.hvp import _gradient_graph
@@ -137,6 +137,12 @@ def test_cached_product_is_torch_autograd_grad_bit_for_bit(monkeypatch, engine, 
         assert torch.equal(v, before)  # v is copied into the operator's buffer, not written
         assert torch.equal(got[-4:], torch.zeros(4))  # the unused parameter
     assert op.count == 3
+    # the vmapped pass (several vectors per backward) takes the same engine call or fallback, and imports no
+    # torch.fx either way; its products agree with one at a time to float rounding (batched kernels)
+    V = torch.randn(3, obj.num_params, generator=gen)
+    vm = HVP(obj, vectors_per_call=3, batch="vmap")
+    torch.testing.assert_close(vm.many(V), torch.stack([op(row) for row in V]), rtol=1e-5, atol=1e-6)
+    assert vm.batch == "vmap" and "vmap_failed" not in vm.calibration
     if engine == "engine-signature-changed":
         assert hvp_mod._ENGINE_OK is False  # tried once, then the public API for every later product
 
