@@ -217,7 +217,8 @@ class HVP:
             # gradient's graph makes each further product a single backward pass (PyHessian does the same).
             self.mode = "double_backward_cached"
         self._graphs: dict[int, tuple[list[Tensor], list[Tensor | None]]] = {}
-        self._v_views: list[Tensor] | None = None  # views shaped like the parameters into a buffer for v
+        self._v_buf: Tensor | None = None  # one flat buffer for v (cached mode) ...
+        self._v_views: list[Tensor] | None = None  # ... and its views shaped like the parameters
         self._graphs_batch_size = getattr(obj, "batch_size", None)
         self.n = num_entries(self.params)
         if dist.world() > obj.n_batches and dist.is_main():
