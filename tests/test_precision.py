@@ -116,8 +116,10 @@ def test_bad_precision_is_a_usage_error(run):
 def test_top_eigenvalue_under_bf16_only_when_asked_and_close(run):
     from flatkit.curvature import top_eigenvalues
 
-    e32 = top_eigenvalues(_objective(run), k=1)
-    e16 = top_eigenvalues(_objective(run).set_precision("bf16"), k=1)
+    # each certified to 1e-2 relative (well inside the 5e-2 compared), which halves the HVPs of the default 1e-3
+    e32 = top_eigenvalues(_objective(run), k=1, tol=1e-2)
+    e16 = top_eigenvalues(_objective(run).set_precision("bf16"), k=1, tol=1e-2)
+    assert e32.certified and e16.certified
     np.testing.assert_allclose(np.asarray(e16.eigenvalues), np.asarray(e32.eigenvalues), rtol=5e-2)
 
 
